@@ -1,0 +1,395 @@
+"""The public Python API: one function per CLI command (``medsight <command>`` is a thin skin over these)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from medsight.datasets.loading import case_signature
+from medsight.datasets.manifest import Manifest, atomic_write_text
+from medsight.device import resolve_device, set_threads
+from medsight.errors import CheckpointError, InputError
+from medsight.planning.fingerprint import compute_fingerprint, load_fingerprint, save_fingerprint
+from medsight.planning.plan import PLAN_NAME, load_plan, make_plan, plan_hash, save_plan, summary_table
+from medsight.preprocessing.cache import CachedCases, cache_dir, preprocess_dataset
+from medsight.tasks import get_task
+
+RUN_INFO = "run.json"
+
+
+def _log(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+# -- import -------------------------------------------------------------------------------------
+def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "auto", task: str | None = None,
+                   **options) -> Manifest:
+    """Import SOURCE (a folder or file in a known layout) as a dataset in DATASET_DIR; every file is checked.
+
+    Example:
+        >>> import_dataset("../shared/data/medmnist/breastmnist.npz", "work/breast")  # doctest: +SKIP
+    """
+    from medsight.datasets import import_dataset as _import
+
+    return _import(source, dataset_dir, format=format, task=task, **options)
+
+
+# -- plan ---------------------------------------------------------------------------------------
+def _signature_of(manifest: Manifest) -> str:
+    h = hashlib.sha1()
+    for c in manifest.cases:
+        h.update(f"{c.id}:{case_signature(c)};".encode())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(dataset_dir: str | Path, workers: int | None = None, progress: bool = True) -> dict:
+    """The dataset's fingerprint, recomputed when the data changed since it was made."""
+    manifest = Manifest.load(dataset_dir)
+    sig = _signature_of(manifest)
+    fp = load_fingerprint(dataset_dir)
+    if fp is None or fp.get("signature") != sig:
+        fp = compute_fingerprint(manifest, workers, progress)
+        fp["signature"] = sig
+        save_fingerprint(fp, dataset_dir)
+    return fp
+
+
+def plan(dataset_dir: str | Path, budget_minutes: float | None = None, device: str | None = None,
+         quiet: bool = False, workers: int | None = None) -> dict:
+    """Fingerprint the dataset and write ``DATASET_DIR/plan.json``; print a summary table."""
+    manifest = Manifest.load(dataset_dir)
+    fp = fingerprint(dataset_dir, workers, progress=not quiet)
+    dev = resolve_device(device)
+    p = make_plan(manifest, fp, budget_minutes=budget_minutes, device=dev)
+    p["fingerprint_signature"] = fp["signature"]
+    save_plan(p, dataset_dir)
+    _log(f"plan written to {Path(dataset_dir) / PLAN_NAME}\n{summary_table(p)}", quiet)
+    return p
+
+
+def ensure_plan(dataset_dir: str | Path, budget_minutes: float | None = None, device: str | None = None,
+                quiet: bool = False) -> dict:
+    """The dataset's plan: made when missing, remade when the data changed or another budget is asked for."""
+    manifest = Manifest.load(dataset_dir)
+    path = Path(dataset_dir) / PLAN_NAME
+    if path.is_file():
+        p = load_plan(path)
+        fp = fingerprint(dataset_dir, progress=not quiet)
+        data_same = p.get("fingerprint_signature") == fp["signature"]
+        budget_same = budget_minutes is None or float(budget_minutes) == float(p.get("budget_minutes", -1))
+        if data_same and budget_same and p.get("task") == manifest.task:
+            return p
+        if data_same and not budget_same and p.get("measured_step_seconds"):
+            from medsight.planning.budget import epochs_for_budget
+
+            p["budget_minutes"] = float(budget_minutes)
+            p["epochs"] = epochs_for_budget(p["measured_step_seconds"], p["steps_per_epoch"], budget_minutes,
+                                            p.get("validation", {}).get("fraction_of_time", 0.1))
+            save_plan(p, dataset_dir)
+            return p
+        _log("the data changed since the plan was made: planning again", quiet)
+    return plan(dataset_dir, budget_minutes, device, quiet=quiet)
+
+
+# -- preprocess ---------------------------------------------------------------------------------
+def preprocess(dataset_dir: str | Path, workers: int | None = None, quiet: bool = False) -> Path:
+    """Preprocess every case the plan has not cached yet; return the cache folder."""
+    manifest = Manifest.load(dataset_dir)
+    p = ensure_plan(dataset_dir, quiet=quiet)
+    return preprocess_dataset(dataset_dir, manifest, p, workers, progress=not quiet)
+
+
+# -- train --------------------------------------------------------------------------------------
+def _fold_dir(run_dir: Path, fold: int | str) -> Path:
+    return run_dir / f"fold_{fold}"
+
+
+def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None = None, resume: bool = False,
+          epochs: int | None = None, budget_minutes: float | None = None, device: str | None = None,
+          threads: int | None = None, quiet: bool = False) -> Path:
+    """Train fold ``fold`` (or ``"all"``) of the dataset; plans and preprocesses first when needed.
+
+    Returns the run folder (default ``DATASET_DIR/run``) holding ``plan.json``, ``run.json`` and ``fold_K/``.
+    """
+    from medsight.training.distributed import init_distributed
+    from medsight.training.loop import train_fold
+
+    dataset_dir = Path(dataset_dir).resolve()
+    run_dir = Path(out).resolve() if out else dataset_dir / "run"
+    manifest = Manifest.load(dataset_dir)
+    dev = resolve_device(device)
+    set_threads(threads)
+    ctx = init_distributed(dev)
+    quiet = quiet or not ctx.is_main
+    folds = list(range(len(manifest.splits))) if fold == "every" else [fold]
+    if resume and (run_dir / PLAN_NAME).is_file():
+        p = load_plan(run_dir)
+    else:
+        p = ensure_plan(dataset_dir, budget_minutes, device, quiet=quiet)
+        if epochs is not None:
+            p = {**p, "epochs": int(epochs)}
+    preprocess_dataset(dataset_dir, manifest, p, progress=not quiet)
+    task = get_task(p["task"])
+    cache = cache_dir(dataset_dir, p)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_plan(p, run_dir)
+        info = {"dataset_dir": str(dataset_dir), "task": p["task"], "plan_hash": plan_hash(p),
+                "manifest": {k: v for k, v in manifest.to_json().items() if k not in ("cases", "splits")}}
+        atomic_write_text(run_dir / RUN_INFO, json.dumps(info, indent=1))
+    for k in folds:
+        train_cases, val_cases = manifest.fold_cases(k)
+        fold_dir = _fold_dir(run_dir, k)
+        t0 = time.perf_counter()
+        train_data = CachedCases(cache, [c.id for c in train_cases])
+        val_data = CachedCases(cache, [c.id for c in val_cases]) if val_cases else None
+        final = train_fold(task, p, train_data, val_data, fold_dir, dev, resume=resume, ctx=ctx, progress=not quiet)
+        if ctx.is_main:
+            from medsight.training.checkpoint import load_checkpoint
+
+            model = task.build_network(p).to(dev)
+            model.load_state_dict(load_checkpoint(final, plan_hash(p))["model"])
+            decisions = task.finalize(model, val_data, p, dev, fold_dir) if val_data is not None else {}
+            decisions["train_seconds"] = round(time.perf_counter() - t0, 1)
+            decisions["validation_cases"] = [c.id for c in val_cases]
+            atomic_write_text(fold_dir / "decisions.json", json.dumps(decisions, indent=1))
+            _log(f"fold {k}: trained {p['epochs']} epochs in {decisions['train_seconds']} s -> {final}", quiet)
+    return run_dir
+
+
+# -- predict ------------------------------------------------------------------------------------
+_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".tif", ".tiff",
+               ".bmp", ".gif", ".npy", ".npz", ".dcm")
+
+
+def split_extension(name: str) -> tuple[str, str]:
+    """``scan_0003.nii.gz`` -> (``scan_0003``, ``.nii.gz``); a name without a known extension keeps it all."""
+    low = name.lower()
+    for ext in _EXTENSIONS:
+        if low.endswith(ext):
+            return name[: -len(ext)], name[len(name) - len(ext):]
+    return name, ""
+
+
+def case_name(path: str | Path, strip_channel_suffix: bool) -> tuple[str, str]:
+    """The case name of an input file (DESIGN.md's rule) and its extension."""
+    stem, ext = split_extension(Path(path).name)
+    if strip_channel_suffix and len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit():
+        stem = stem[:-5]
+    return stem, ext
+
+
+def _resolve_inputs(inputs: Sequence[str | Path], strip: bool) -> list[dict]:
+    """Input cases: dataset folders give their cases; folders give their image files; files are cases."""
+    from medsight.datasets.manifest import MANIFEST_NAME
+
+    cases: dict[str, dict] = {}
+    for inp in inputs:
+        path = Path(inp)
+        if (path / MANIFEST_NAME).is_file():
+            m = Manifest.load(path)
+            for c in m.cases:
+                ext = split_extension(Path(c.images[0].split("::")[0]).name)[1]
+                cases[c.id] = {"case": c.id, "files": list(c.images), "extension": ".nii.gz" if ext == ".npz" else ext}
+            continue
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and split_extension(p.name)[1])
+            if not files:
+                raise InputError("no image files in this folder", path=path)
+        elif path.is_file() or "::" in str(path):
+            files = [path]
+        else:
+            raise InputError("no such file or folder", path=path)
+        for f in files:
+            name, ext = case_name(f, strip)
+            entry = cases.setdefault(name, {"case": name, "files": [], "extension": ext})
+            entry["files"].append(str(f))
+    return list(cases.values())
+
+
+def load_run(run_dir: str | Path, device: torch.device, folds: Sequence[int | str] | None = None):
+    """The plan, task, fold models and their decisions of a trained run."""
+    from medsight.training.checkpoint import load_checkpoint
+    from medsight.training.loop import FINAL
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_INFO).is_file():
+        raise InputError("not a medsight run folder (no run.json)", path=run_dir, fix="give the folder `medsight train` wrote")
+    info = json.loads((run_dir / RUN_INFO).read_text())
+    p = load_plan(run_dir)
+    task = get_task(p["task"])
+    fold_dirs = sorted(d for d in run_dir.glob("fold_*") if (d / FINAL).is_file())
+    if folds is not None:
+        fold_dirs = [d for d in fold_dirs if d.name[5:] in {str(f) for f in folds}]
+    if not fold_dirs:
+        raise CheckpointError("no trained fold here (no fold_*/checkpoint_final.pt)", path=run_dir,
+                              fix="finish `medsight train` first, or --resume it")
+    models, decisions = [], []
+    for d in fold_dirs:
+        model = task.build_network(p)
+        model.load_state_dict(load_checkpoint(d / FINAL, plan_hash(p))["model"])
+        models.append(model.to(device).eval())
+        dec = d / "decisions.json"
+        decisions.append(json.loads(dec.read_text()) if dec.is_file() else {})
+    return info, p, task, models, _merge_decisions(decisions)
+
+
+def _merge_decisions(decisions: list[dict]) -> dict:
+    """One set of decisions for an ensemble: thresholds averaged, post-processing kept where all folds agree."""
+    merged: dict = {}
+    th = [d["threshold"] for d in decisions if "threshold" in d]
+    if th:
+        merged["threshold"] = float(np.mean(th))
+    lc = [set(d.get("largest_component", [])) for d in decisions]
+    if lc:
+        merged["largest_component"] = sorted(set.intersection(*lc))
+    return merged
+
+
+def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, continue_: bool = False,
+            save_probabilities: bool = False, device: str | None = None, threads: int | None = None,
+            folds: Sequence[int | str] | None = None, quiet: bool = False) -> Path:
+    """Predict every input case with the run's folds (ensembled) into OUT_DIR, as DESIGN.md's contract says."""
+    from tqdm.auto import tqdm
+
+    dev = resolve_device(device)
+    set_threads(threads)
+    info, p, task, models, decisions = load_run(run_dir, dev, folds)
+    strip = bool(info["manifest"].get("strip_channel_suffix"))
+    cases = _resolve_inputs(inputs, strip)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / ".medsight_predict.jsonl"
+    done: dict[str, list[dict]] = {}
+    if continue_ and state_path.is_file():
+        for line in state_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[rec["case"]] = rec["rows"]
+    else:
+        state_path.unlink(missing_ok=True)
+    n_channels = int(p["network"].get("in_channels", len(p.get("channels", [])) or 3))
+    todo = [e for e in cases if e["case"] not in done]
+    chunk = max(1, int(task.predict_chunk))
+    bar = tqdm(total=len(todo), desc="predict", disable=quiet, unit="case", mininterval=1.0)
+    for start in range(0, len(todo), chunk):
+        entries = todo[start:start + chunk]
+        prepared = [_prepare_case(e, p, n_channels) for e in entries]
+        preds = task.predict_cases(models, [a for a, _, _ in prepared], p, dev)
+        for entry, (_, props, image), pred in zip(entries, prepared, preds):
+            rows = task.write_case({"case": entry["case"], "prediction": pred, "props": props, "image": image,
+                                    "source": entry["files"][0], "extension": entry["extension"],
+                                    "save_probabilities": save_probabilities}, out_dir, p, decisions)
+            done[entry["case"]] = rows
+            with open(state_path, "a") as f:
+                f.write(json.dumps({"case": entry["case"], "rows": rows}) + "\n")
+            bar.update()
+    bar.close()
+    all_rows = [r for c in cases for r in done.get(c["case"], [])]
+    task.write_summary(all_rows, out_dir, p, decisions)
+    _log(f"predictions of {len(cases)} case(s) written to {out_dir}", quiet)
+    return out_dir
+
+
+def _prepare_case(entry: dict, p: dict, n_channels: int):
+    """Read one input case, refuse it when it does not fit the model, and preprocess it as in training."""
+    from medsight.datasets.loading import read_case_image
+    from medsight.datasets.manifest import Case
+    from medsight.preprocessing.pipeline import preprocess_image
+
+    image = read_case_image(Case(id=entry["case"], images=entry["files"]))
+    if image.ndim != p["dims"]:
+        raise InputError(f"image is {image.ndim}D but the model was trained on {p['dims']}D images",
+                         path=entry["files"][0])
+    if image.num_channels != n_channels:
+        raise InputError(f"image has {image.num_channels} channel(s) but the model expects {n_channels} "
+                         f"({', '.join(p.get('channels', []))})", path=entry["files"][0])
+    array, _, props = preprocess_image(image, p)
+    return array, props, image
+
+
+# -- evaluate -----------------------------------------------------------------------------------
+def evaluate(out_dir: str | Path, reference: str | Path, output: str | Path | None = None,
+             case_ids: Sequence[str] | None = None, quiet: bool = False) -> dict:
+    """Score the predictions in OUT_DIR against REFERENCE (a dataset folder); write ``metrics.json``."""
+    manifest = Manifest.load(reference)
+    task = get_task(manifest.task)
+    if not Path(out_dir).is_dir():
+        raise InputError("no such predictions folder", path=out_dir)
+    metrics = task.evaluate(Path(out_dir), manifest, list(case_ids) if case_ids is not None else None)
+    path = Path(output) if output else Path(out_dir) / "metrics.json"
+    atomic_write_text(path, json.dumps(_jsonable(metrics), indent=1))
+    _log(f"metrics of {metrics['num_cases']} case(s) written to {path}", quiet)
+    return metrics
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return None if not np.isfinite(x) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+# -- report, export -----------------------------------------------------------------------------
+def report(run_dir: str | Path, quiet: bool = False) -> Path:
+    """Write ``RUN_DIR/report.html``: plan summary, learning curves, metric tables, task plots."""
+    from medsight.reporting.report import write_report
+
+    path = write_report(Path(run_dir))
+    _log(f"report written to {path}", quiet)
+    return path
+
+
+def export(run_dir: str | Path, output: str | Path | None = None, fold: int | str | None = None, quiet: bool = False) -> Path:
+    """Export a fold's network to ONNX (``RUN_DIR/model.onnx`` by default) with the plan beside it."""
+    from medsight.export import export_onnx
+
+    path = export_onnx(Path(run_dir), Path(output) if output else None, fold)
+    _log(f"ONNX model written to {path}", quiet)
+    return path
+
+
+# -- run, demo ----------------------------------------------------------------------------------
+def run(source: str | Path, out_dir: str | Path, format: str = "auto", task: str | None = None,
+        fold: int | str = 0, budget_minutes: float | None = None, epochs: int | None = None,
+        device: str | None = None, quiet: bool = False, **options) -> dict:
+    """Import, plan, preprocess, train, predict the validation cases, evaluate and report, into OUT_DIR."""
+    out_dir = Path(out_dir)
+    dataset_dir = out_dir / "dataset"
+    manifest = import_dataset(source, dataset_dir, format=format, task=task, **options)
+    ensure_plan(dataset_dir, budget_minutes, device, quiet=quiet)
+    run_dir = train(dataset_dir, fold=fold, out=out_dir / "run", epochs=epochs, device=device, quiet=quiet)
+    val_ids = manifest.fold_cases(fold)[1] if fold != "all" else []
+    pred_dir = run_dir / "validation_predictions"
+    if val_ids:
+        subset = out_dir / "validation_dataset"
+        m = Manifest(**{**{k: getattr(manifest, k) for k in manifest.__dataclass_fields__}, "cases": val_ids,
+                        "splits": []})
+        subset.mkdir(parents=True, exist_ok=True)
+        m.save(subset)
+        if pred_dir.exists():
+            shutil.rmtree(pred_dir)
+        predict(run_dir, [subset], pred_dir, device=device, quiet=quiet)
+        metrics = evaluate(pred_dir, subset, output=run_dir / "metrics.json", quiet=quiet)
+    else:
+        metrics = {}
+    report_path = report(run_dir, quiet=quiet)
+    return {"run_dir": str(run_dir), "metrics": metrics, "report": str(report_path)}

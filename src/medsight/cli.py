@@ -1,0 +1,193 @@
+"""The command line: a thin skin over :mod:`medsight.api` (one sub-command per public function)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from medsight.errors import MedsightError
+
+EPILOG = """examples:
+  medsight import ../shared/data/drive/training work/drive --format pairs
+  medsight train work/drive --fold 0            # plans and preprocesses first when needed
+  medsight predict work/drive/run new_images/ -o out/
+  medsight evaluate out/ work/drive
+  medsight report work/drive/run
+  medsight demo                                 # the whole flow on small data shipped with medsight
+"""
+
+
+def _fold(value: str) -> int | str:
+    if value == "all":
+        return "all"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a fold is a number (0, 1, ...) or 'all'") from None
+
+
+def _options(pairs: list[str] | None) -> dict:
+    """``--option key=value`` pairs for an importer."""
+    out = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise MedsightError(f"--option {item!r} is not key=value")
+        k, v = item.split("=", 1)
+        out[k.replace("-", "_")] = v
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog="medsight", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Train and evaluate classification, detection and segmentation models from a folder of "
+                    "medical images; each stage configures itself from the data.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, help_: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=f"{help_}\n\nexample:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+        return p
+
+    p = cmd("import", "import a dataset folder (or .npz) into DATASET_DIR; checks every file",
+            "medsight import ../shared/data/medmnist/breastmnist.npz work/breast")
+    p.add_argument("source")
+    p.add_argument("dataset_dir")
+    p.add_argument("--format", default="auto",
+                   choices=["auto", "msd", "pairs", "cases", "folder-csv", "folder-json", "medmnist", "voc", "dicom"])
+    p.add_argument("--task", choices=["classification", "detection", "segmentation"])
+    p.add_argument("--images-dir")
+    p.add_argument("--labels-dir")
+    p.add_argument("--eval-mask-dir")
+    p.add_argument("--label-map", help="raw:value pairs, e.g. 0:1,255:0 (ISBI membranes are the 0 pixels)")
+    p.add_argument("--csv")
+    p.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="importer option (repeatable)")
+
+    p = cmd("plan", "fingerprint the dataset and write DATASET_DIR/plan.json (editable)",
+            "medsight plan work/drive --budget-minutes 20")
+    p.add_argument("dataset_dir")
+    p.add_argument("--budget-minutes", type=float)
+    p.add_argument("--device")
+
+    p = cmd("preprocess", "preprocess every case into the on-disk cache", "medsight preprocess work/drive")
+    p.add_argument("dataset_dir")
+    p.add_argument("--workers", type=int)
+
+    p = cmd("train", "train fold K (or all) of a dataset", "medsight train work/drive --fold 0 --out runs/drive")
+    p.add_argument("dataset_dir")
+    p.add_argument("--fold", type=_fold, default=0)
+    p.add_argument("--out")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--budget-minutes", type=float)
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+
+    p = cmd("predict", "predict images, folders or a dataset with a trained run (folds ensembled)",
+            "medsight predict runs/drive new_scans/ -o out/")
+    p.add_argument("run_dir")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--out", required=True)
+    p.add_argument("--continue", dest="continue_", action="store_true", help="skip cases already written")
+    p.add_argument("--save-probabilities", action="store_true")
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+
+    p = cmd("evaluate", "score predictions against a reference dataset; writes metrics.json",
+            "medsight evaluate out/ work/drive")
+    p.add_argument("out_dir")
+    p.add_argument("reference")
+    p.add_argument("-o", "--output")
+
+    p = cmd("report", "write RUN_DIR/report.html", "medsight report runs/drive")
+    p.add_argument("run_dir")
+
+    p = cmd("export", "export the network to ONNX with its plan", "medsight export runs/drive -o drive.onnx")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output")
+    p.add_argument("--fold", type=_fold)
+
+    p = cmd("run", "import, plan, preprocess, train, predict validation cases, evaluate, report",
+            "medsight run ../shared/data/medmnist/breastmnist.npz out/breast")
+    p.add_argument("source")
+    p.add_argument("out_dir")
+    p.add_argument("--format", default="auto")
+    p.add_argument("--task", choices=["classification", "detection", "segmentation"])
+    p.add_argument("--fold", type=_fold, default=0)
+    p.add_argument("--budget-minutes", type=float)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--device")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE")
+
+    p = cmd("demo", "the whole flow on small real data shipped inside medsight (under 3 minutes on 2 cores)",
+            "medsight demo out/demo")
+    p.add_argument("out_dir", nargs="?", default="medsight-demo")
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> None:
+    """Call the API function of the parsed command."""
+    from medsight import api
+
+    if args.command == "import":
+        opts = _options(args.option)
+        for k in ("images_dir", "labels_dir", "eval_mask_dir", "label_map", "csv"):
+            if getattr(args, k):
+                opts[k] = getattr(args, k)
+        m = api.import_dataset(args.source, args.dataset_dir, format=args.format, task=args.task,
+                               n_folds=args.folds, **opts)
+        print(f"imported {len(m.cases)} {m.task} cases ({m.dims}D, channels {', '.join(m.channels)}, "
+              f"{len(m.splits)} folds) into {args.dataset_dir}")
+    elif args.command == "plan":
+        api.plan(args.dataset_dir, args.budget_minutes, args.device)
+    elif args.command == "preprocess":
+        print(f"cache: {api.preprocess(args.dataset_dir, args.workers)}")
+    elif args.command == "train":
+        api.train(args.dataset_dir, fold=args.fold, out=args.out, resume=args.resume, epochs=args.epochs,
+                  budget_minutes=args.budget_minutes, device=args.device, threads=args.threads)
+    elif args.command == "predict":
+        api.predict(args.run_dir, args.inputs, args.out, continue_=args.continue_,
+                    save_probabilities=args.save_probabilities, device=args.device, threads=args.threads)
+    elif args.command == "evaluate":
+        api.evaluate(args.out_dir, args.reference, args.output)
+    elif args.command == "report":
+        api.report(args.run_dir)
+    elif args.command == "export":
+        api.export(args.run_dir, args.output, args.fold)
+    elif args.command == "run":
+        res = api.run(args.source, args.out_dir, format=args.format, task=args.task, fold=args.fold,
+                      budget_minutes=args.budget_minutes, epochs=args.epochs, device=args.device,
+                      **_options(args.option))
+        print(f"report: {res['report']}")
+    elif args.command == "demo":
+        from medsight.demo import run_demo
+
+        run_demo(args.out_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: bad input gives one line on stderr and exit status 2 (``--debug`` shows the traceback)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("MEDSIGHT_DEBUG") == "1"
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        dispatch(args)
+    except MedsightError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"medsight: error: {e.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medsight: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Importers: turn the folder layouts people have into a checked ``manifest.json``.
+
+One module per format, each with ``FORMAT`` (its name), ``LOOKS_FOR`` (what it recognises, for
+messages), ``detect(source) -> bool`` and ``build(source, task=None, **options) -> Manifest``.
+``import_dataset`` detects the format, builds the manifest, reads and checks every file, makes the
+splits and only then writes ``DATASET_DIR/manifest.json`` (atomically: nothing half-written on error).
+
+Example:
+    >>> from medsight.datasets import import_dataset                  # doctest: +SKIP
+    >>> m = import_dataset("data/drive/training", "work/drive")      # doctest: +SKIP
+    >>> m.task, len(m.cases), len(m.splits)                           # doctest: +SKIP
+    ('segmentation', 20, 5)
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from medsight.datasets.check import scan_dataset, validate_labels
+from medsight.datasets.importers import cases, dicom, folder_csv, folder_json, medmnist, msd, pairs, voc
+from medsight.datasets.importers.common import mask_label_mapping, parse_name_map
+from medsight.datasets.manifest import Manifest, make_splits
+from medsight.errors import InputError
+
+log = logging.getLogger("medsight.datasets")
+
+IMPORTERS: dict[str, ModuleType] = {m.FORMAT: m for m in (msd, pairs, cases, folder_csv, folder_json, medmnist,
+                                                           voc, dicom)}
+FORMATS = tuple(IMPORTERS)
+#: Detection order: the most specific layouts first.
+DETECT_ORDER = ("medmnist", "msd", "voc", "folder-json", "pairs", "folder-csv", "dicom", "cases")
+
+
+def detect_format(source: str | Path) -> str:
+    """The format name of SOURCE; InputError listing what was looked for when nothing fits."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise InputError("does not exist", path=path)
+    if path.is_dir() and not any(not p.name.startswith(".") for p in path.iterdir()):
+        raise InputError("the folder is empty", path=path, fix="point to the folder that holds the dataset")
+    for name in DETECT_ORDER:
+        if IMPORTERS[name].detect(path):
+            return name
+    looked = "; ".join(f"{name}: {IMPORTERS[name].LOOKS_FOR}" for name in DETECT_ORDER)
+    raise InputError(f"cannot tell the dataset format. Looked for {looked}", path=path,
+                     fix="arrange the files like one of these or name the format with --format")
+
+
+def format_options(fmt: str) -> list[str]:
+    """The options ``build`` of format ``fmt`` takes (besides source and task)."""
+    params = inspect.signature(IMPORTERS[fmt].build).parameters
+    return [p for p in params if p not in ("source", "task")]
+
+
+def _check_options(fmt: str, options: dict[str, Any]) -> None:
+    allowed = format_options(fmt)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        flags = ", ".join("--" + u.replace("_", "-") for u in unknown)
+        accepted = ", ".join("--" + a.replace("_", "-") for a in allowed) or "none"
+        raise InputError(f"option {flags} does not apply to format {fmt}", fix=f"{fmt} takes {accepted}")
+
+
+def _discover_labels(manifest: Manifest, facts: dict) -> list[str]:
+    """Fill ``labels`` and ``label_mapping`` of a segmentation set from the mask values read at check time."""
+    counts: Counter = Counter()
+    for case_facts in facts.values():
+        counts.update(case_facts.label_counts)
+    where = manifest.extra.get("labels_dir") or manifest.source
+    manifest.label_mapping, manifest.labels, notes = mask_label_mapping(dict(counts), where)
+    return notes
+
+
+def _name_labels(manifest: Manifest, label_names: str | dict) -> None:
+    for value, name in parse_name_map(label_names, "--label-names", sep=":").items():
+        if value not in manifest.labels:
+            raise InputError(f"--label-names names value {value}, which is not a label value "
+                             f"({', '.join(manifest.labels)})")
+        manifest.labels[value] = name
+
+
+def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "auto", task: str | None = None,
+                   n_folds: int = 5, workers: int = 2, progress: bool = True, label_names: str | dict | None = None,
+                   **options: Any) -> Manifest:
+    """Import SOURCE (format auto-detected or named), check every file, write DATASET_DIR/manifest.json.
+
+    ``options`` are the format's own (``images_dir``, ``label_map``, ``csv``, ...; None values ignored);
+    ``label_names`` ("1:vessel") renames label values after import. Returns the saved Manifest.
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise InputError("does not exist", path=path)
+    path = path.resolve()
+    fmt = detect_format(path) if format in (None, "", "auto") else format
+    if fmt not in IMPORTERS:
+        raise InputError(f"unknown format {fmt!r}", fix=f"use one of auto, {', '.join(FORMATS)}")
+    options = {k: v for k, v in options.items() if v is not None}
+    _check_options(fmt, options)
+    manifest = IMPORTERS[fmt].build(path, task=task, **options)
+    manifest.source, manifest.source_format = str(path), fmt
+    warnings = list(manifest.extra.pop("warnings", []))
+    facts = scan_dataset(manifest, workers=workers, progress=progress)
+    if manifest.task == "segmentation" and not manifest.labels:
+        notes = _discover_labels(manifest, facts)
+        for note in notes:
+            log.warning(note)
+        warnings += notes
+    if label_names:
+        _name_labels(manifest, label_names)
+    check_warnings = [w for f in facts.values() for w in f.warnings] + validate_labels(manifest, facts)
+    for warning in check_warnings:
+        log.warning(warning)
+    manifest.splits = make_splits(manifest.cases, manifest.task, n_folds=int(n_folds))
+    if warnings or check_warnings:
+        manifest.extra["warnings"] = warnings + check_warnings
+    manifest.save(dataset_dir)
+    return manifest
+
+
+__all__ = ["IMPORTERS", "FORMATS", "detect_format", "format_options", "import_dataset"]

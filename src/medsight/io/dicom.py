@@ -1,0 +1,156 @@
+"""DICOM: single files and series folders, through SimpleITK (GDCM) with pydicom for tags and diagnosis.
+
+A folder may hold several series; GDCM's series IDs tell them apart and sort each one's files by
+position along the slice normal (file names do not matter). A series reads as a 3D image in
+(x, y, z) = (columns, rows, slices) order. A single-frame DICOM file reads as a 2D image in
+(rows, columns) order, like a PNG of it, with its pixel spacing and an in-plane frame (origin 0);
+a multi-frame file reads as 3D. Rescale slope and intercept are applied.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+
+from medsight.errors import InputError
+from medsight.io.image import Image
+from medsight.io.info import ImageInfo
+from medsight.io.sitk_io import image_from_sitk, itk_error_summary, read_sitk_info
+
+_TAGS = ("SeriesInstanceUID", "SeriesDescription", "Modality")
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """One series in a folder: its UID, description, modality and its files sorted by position."""
+
+    uid: str
+    description: str
+    modality: str
+    files: tuple[str, ...]
+
+    @property
+    def num_files(self) -> int:
+        """Number of files (slices or frames) in the series."""
+        return len(self.files)
+
+    def summary(self) -> str:
+        """``uid (description, modality, N files)`` for messages."""
+        return f"{self.uid} ({self.description or 'no description'}, {self.modality or '?'}, {self.num_files} files)"
+
+
+def _pydicom_problem(path: Path) -> str:
+    """What pydicom says is wrong with a file SimpleITK could not read ('' when pydicom reads it)."""
+    try:
+        dataset = pydicom.dcmread(str(path))
+        dataset.pixel_array
+    except Exception as err:  # pydicom raises many types for bad files; only its message is kept
+        return " ".join(str(err).split())
+    return ""
+
+
+def _to_2d(image: Image) -> Image:
+    """A single-slice 3D (x, y, 1) image as 2D (rows, columns) with in-plane pixel spacing."""
+    rows_cols = np.ascontiguousarray(np.swapaxes(image.array[..., 0], 1, 2))
+    return Image(rows_cols, spacing=(image.spacing[1], image.spacing[0]), channel_names=image.channel_names)
+
+
+def read_dicom_file(path: Path) -> Image:
+    """Read one DICOM file: 2D (rows, columns) for one frame, 3D (x, y, frames) for several."""
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(path))
+    try:
+        img = reader.Execute()
+    except RuntimeError as err:
+        problem = _pydicom_problem(path) or itk_error_summary(err, path)
+        raise InputError(f"truncated or corrupt DICOM ({problem})", path=path) from None
+    image = image_from_sitk(img)
+    return _to_2d(image) if image.ndim == 3 and image.spatial_shape[2] == 1 else image
+
+
+def read_dicom_file_info(path: Path) -> ImageInfo:
+    """Geometry and voxel type of one DICOM file from its header."""
+    info = read_sitk_info(path, image_io="GDCMImageIO")
+    if info.ndim == 3 and info.spatial_shape[2] == 1:
+        return ImageInfo((info.spatial_shape[1], info.spatial_shape[0]), info.num_channels,
+                         (info.spacing[1], info.spacing[0]), (0.0, 0.0), np.eye(2), info.dtype)
+    return info
+
+
+def _folder(folder: str | Path) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("DICOM folder not found", path=folder)
+    return folder
+
+
+def _series_tags(first_file: str) -> dict[str, str]:
+    try:
+        dataset = pydicom.dcmread(first_file, stop_before_pixels=True, specific_tags=list(_TAGS))
+    except Exception:  # an unreadable header still leaves the series listed, without tags
+        return {}
+    return {tag: str(dataset.get(tag, "") or "") for tag in _TAGS}
+
+
+def list_dicom_series(folder: str | Path) -> list[DicomSeries]:
+    """The DICOM series in ``folder`` (not its subfolders), each with its files sorted by position."""
+    folder = _folder(folder)
+    series = []
+    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
+        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+        if not files:
+            continue
+        tags = _series_tags(files[0])
+        series.append(DicomSeries(uid, tags.get("SeriesDescription", ""), tags.get("Modality", ""), files))
+    return series
+
+
+def _choose_series(folder: Path, series_uid: str | None) -> DicomSeries:
+    series = list_dicom_series(folder)
+    if not series:
+        raise InputError("no DICOM series found in this folder", path=folder,
+                         fix="point to the folder that holds the .dcm files of one series")
+    if series_uid is not None:
+        for item in series:
+            if item.uid == series_uid:
+                return item
+        raise InputError(f"no series {series_uid} here; the folder holds: "
+                         + "; ".join(s.summary() for s in series), path=folder)
+    if len(series) > 1:
+        raise InputError(f"{len(series)} DICOM series in one folder: " + "; ".join(s.summary() for s in series),
+                         path=folder, fix="pass the series UID to read, or give each series its own folder")
+    return series[0]
+
+
+def read_series(folder: str | Path, series_uid: str | None = None) -> Image:
+    """Read one DICOM series of ``folder`` as a 3D (x, y, z) image; ``series_uid`` picks among several."""
+    folder = _folder(folder)
+    chosen = _choose_series(folder, series_uid)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(list(chosen.files))
+    try:
+        img = reader.Execute()
+    except RuntimeError as err:
+        bad = next((f for f in chosen.files if _pydicom_problem(Path(f))), None)
+        problem = f"{Path(bad).name}: {_pydicom_problem(Path(bad))}" if bad else itk_error_summary(err, folder)
+        raise InputError(f"unreadable DICOM series {chosen.uid} ({problem})", path=folder) from None
+    return image_from_sitk(img)
+
+
+def read_series_info(folder: str | Path, series_uid: str | None = None) -> ImageInfo:
+    """Geometry of a series from the headers of its first and last files (slice step from their positions)."""
+    folder = _folder(folder)
+    chosen = _choose_series(folder, series_uid)
+    first = read_sitk_info(Path(chosen.files[0]), image_io="GDCMImageIO")
+    last = read_sitk_info(Path(chosen.files[-1]), image_io="GDCMImageIO")
+    count = chosen.num_files
+    spacing = list(first.spacing)
+    if count > 1:
+        step = np.asarray(last.origin) - np.asarray(first.origin)
+        spacing[2] = float(abs(step @ np.asarray(first.direction)[:, 2])) / (count - 1) or spacing[2]
+    return ImageInfo((first.spatial_shape[0], first.spatial_shape[1], count), first.num_channels, tuple(spacing),
+                     first.origin, first.direction, first.dtype)

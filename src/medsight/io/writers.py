@@ -1,0 +1,58 @@
+"""``write_image``: write an ``Image`` by extension, atomically (temp file in the same folder, then rename)."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from medsight.errors import InputError
+from medsight.io import arrays, nifti, raster, sitk_io
+from medsight.io.formats import image_extension
+from medsight.io.image import Image
+
+_WRITERS: dict[str, Callable[[Image, Path], None]] = {
+    ".nrrd": sitk_io.write_sitk, ".mha": sitk_io.write_sitk,
+    ".png": raster.write_raster, ".tif": raster.write_raster, ".tiff": raster.write_raster,
+    ".bmp": raster.write_raster, ".jpg": raster.write_raster, ".jpeg": raster.write_raster,
+    ".gif": raster.write_raster, ".npy": arrays.write_npy, ".npz": arrays.write_npz,
+}
+WRITABLE_EXTENSIONS = (".nii.gz", ".nii") + tuple(_WRITERS)
+
+
+def _temporary_sibling(path: Path, ext: str) -> Path:
+    """A hidden temp name beside ``path`` that keeps its extension (libraries pick the format by it)."""
+    return path.with_name(f".{path.name[: len(path.name) - len(ext)]}.{uuid.uuid4().hex[:8]}.tmp{ext}")
+
+
+def write_image(image: Image, path: str | Path, reference: str | Path | None = None) -> Path:
+    """Write ``image`` to ``path`` (format by extension), creating parent folders; returns the path.
+
+    NIfTI keeps the RAS affine (qform/sform codes from ``reference`` when it is a NIfTI); NRRD and MHA
+    keep the full geometry; PNG/TIFF/BMP/JPEG hold 2D grey or RGB integers; ``.npz`` keeps voxels and
+    geometry, ``.npy`` voxels only. The file appears complete or not at all.
+
+    Example:
+        >>> write_image(Image(np.zeros((1, 8, 8), np.uint8)), "out/mask.png")  # doctest: +SKIP
+        PosixPath('out/mask.png')
+    """
+    path = Path(path)
+    ext = image_extension(path)
+    if ext not in WRITABLE_EXTENSIONS:
+        fix = "use .nrrd or .mha (single-file headers)" if ext in (".mhd", ".nhdr") else \
+            f"use one of {' '.join(WRITABLE_EXTENSIONS)}"
+        raise InputError(f"cannot write images as {ext or path.suffix or 'a file without extension'!r}",
+                         path=path, fix=fix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_sibling(path, ext)
+    try:
+        if ext in (".nii.gz", ".nii"):
+            nifti.write_nifti(image, temporary, reference)
+        else:
+            _WRITERS[ext](image, temporary)
+        os.replace(temporary, path)
+    except InputError as err:  # name the file the caller asked for, not the temp file
+        raise InputError(err.problem, path=path, fix=err.fix) from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path

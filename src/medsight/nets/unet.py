@@ -1,0 +1,191 @@
+"""nnU-Net's plain-convolution U-Net, built from MONAI blocks, and the rules that size it from the data.
+
+>>> plan = plan_unet(patch_size=(64, 64), spacing=(1.0, 1.0), base_features=8)
+>>> plan["strides"]
+[[1, 1], [2, 2], [2, 2], [2, 2], [2, 2]]
+>>> net = UNet(2, in_channels=1, out_channels=3, deep_supervision=True, **plan).eval()
+>>> tuple(net(torch.zeros(1, 1, 64, 64)).shape)
+(1, 3, 64, 64)
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import UnetBasicBlock, UnetOutBlock, UnetUpBlock
+from torch import Tensor, nn
+
+__all__ = ["UNet", "plan_unet", "unet_divisor"]
+
+_NORMS = {
+    "instance": ("INSTANCE", {"affine": True}),
+    "batch": ("BATCH", {}),
+    "group": ("GROUP", {"num_groups": 8}),
+}
+_ACTS = {
+    "leakyrelu": ("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+    "relu": ("relu", {"inplace": True}),
+    "prelu": ("prelu", {}),
+    "gelu": ("gelu", {}),
+}
+
+
+def _choice(table: dict, name: str, what: str):
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}: use one of {', '.join(table)}")
+    return table[name]
+
+
+def unet_divisor(strides: Sequence[Sequence[int]]) -> list[int]:
+    """Per axis, the number that every input size must be a multiple of (the product of the strides)."""
+    return [math.prod(axis) for axis in zip(*strides)]
+
+
+class UNet(nn.Module):
+    """nnU-Net's PlainConvUNet: per stage two conv-norm-act (the first strided), transposed-conv decoder.
+
+    ``features``, ``strides`` and ``kernel_sizes`` hold one entry per stage (``strides[0]`` all ones);
+    strides and kernels are per axis, so anisotropic stages such as ``[1, 2, 2]`` or ``[3, 3, 1]`` work.
+    Skip connections concatenate; every output head is a 1x1 convolution.
+
+    With ``deep_supervision`` the model returns, in ``train()`` mode, a list of logits: full resolution
+    first, then each coarser decoder level except the lowest (nnU-Net computes that one and weighs it 0;
+    here it has no head, so no parameter goes unused under DDP). In ``eval()`` mode, and always without
+    deep supervision, it returns the full-resolution logits ``(B, out_channels, *spatial)``.
+    Input sizes must be multiples of :func:`unet_divisor` of the strides (the planned patch sizes are).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, features: Sequence[int],
+                 strides: Sequence[Sequence[int]], kernel_sizes: Sequence[Sequence[int]],
+                 deep_supervision: bool = False, norm: str = "instance", act: str = "leakyrelu",
+                 dropout: float | None = None):
+        super().__init__()
+        _check_topology(spatial_dims, features, strides, kernel_sizes)
+        norm_name, act_name = _choice(_NORMS, norm, "norm"), _choice(_ACTS, act, "activation")
+        self.spatial_dims, self.deep_supervision = spatial_dims, deep_supervision
+        self.features = [int(f) for f in features]
+        self.strides = [[int(s) for s in stage] for stage in strides]
+        self.kernel_sizes = [[int(k) for k in stage] for stage in kernel_sizes]
+        self.divisor = unet_divisor(self.strides)
+
+        self.encoder = nn.ModuleList()
+        channels = in_channels
+        for width, stride, kernel in zip(self.features, self.strides, self.kernel_sizes):
+            self.encoder.append(UnetBasicBlock(spatial_dims, channels, width, kernel, stride, norm_name, act_name,
+                                               dropout))
+            channels = width
+        # decoder[i] brings level i+1 up to level i (deepest first in forward)
+        self.decoder = nn.ModuleList(
+            UnetUpBlock(spatial_dims, self.features[i + 1], self.features[i], self.kernel_sizes[i], 1,
+                        self.strides[i + 1], norm_name, act_name, dropout)
+            for i in range(len(self.features) - 1)
+        )
+        num_heads = max(1, len(self.features) - 2) if deep_supervision else 1
+        self.heads = nn.ModuleList(
+            UnetOutBlock(spatial_dims, self.features[i], out_channels) for i in range(num_heads)
+        )
+        self.apply(_he_init)
+
+    @property
+    def num_stages(self) -> int:
+        """Number of resolution stages (encoder levels, bottleneck included)."""
+        return len(self.features)
+
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+        """Logits at full resolution, or the deep-supervision list in training mode."""
+        self._check_input(x)
+        skips = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        x = skips.pop()
+        outputs: list[Tensor] = []
+        for level in reversed(range(len(self.decoder))):
+            x = self.decoder[level](x, skips[level])
+            if level < len(self.heads) and (level == 0 or self._supervising()):
+                outputs.append(self.heads[level](x))
+        if len(self.encoder) == 1:
+            outputs.append(self.heads[0](x))
+        if self._supervising():
+            return outputs[::-1]
+        return outputs[-1]
+
+    def _supervising(self) -> bool:
+        return self.deep_supervision and self.training
+
+    def _check_input(self, x: Tensor) -> None:
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(f"UNet expects (B, C, *{self.spatial_dims} spatial axes), got {tuple(x.shape)}")
+        if any(int(size) % d for size, d in zip(x.shape[2:], self.divisor)):
+            raise ValueError(f"input size {tuple(x.shape[2:])} is not a multiple of {tuple(self.divisor)}")
+
+
+def _check_topology(spatial_dims: int, features, strides, kernel_sizes) -> None:
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if not (len(features) == len(strides) == len(kernel_sizes)) or not features:
+        raise ValueError("features, strides and kernel_sizes need one entry per stage")
+    for what, stages in (("strides", strides), ("kernel_sizes", kernel_sizes)):
+        if any(len(stage) != spatial_dims for stage in stages):
+            raise ValueError(f"every entry of {what} needs {spatial_dims} values (one per axis)")
+    if any(s != 1 for s in strides[0]):
+        raise ValueError(f"the first stage keeps full resolution: strides[0] must be all 1, got {strides[0]}")
+
+
+def _he_init(module: nn.Module) -> None:
+    """Kaiming-normal convolutions (leaky slope 0.01) and zero biases, as nnU-Net initialises."""
+    if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        nn.init.kaiming_normal_(module.weight, a=1e-2)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def plan_unet(patch_size: Sequence[int], spacing: Sequence[float], base_features: int = 32,
+              max_features: int | None = None, min_feature_map: int = 4, max_stages: int = 7) -> dict:
+    """nnU-Net's topology rules: ``dict(features, strides, kernel_sizes)`` for a patch at a spacing.
+
+    At each new stage, an axis is pooled (stride 2) when its feature map is at least ``2 * min_feature_map``
+    (so it stays >= ``min_feature_map`` after pooling; a lone axis needs ``3 * min_feature_map``) and its
+    current spacing is less than twice the finest current spacing, so anisotropic data pools in-plane first.
+    An axis gets kernel 3 once its spacing is within 2x of the finest (kernel 1 before, nnU-Net's 3x3x1),
+    and keeps it. Features double per stage from ``base_features`` up to ``max_features`` (320 in 3D,
+    512 in 2D). At most ``max_stages`` stages. Pad patches to :func:`unet_divisor` of the strides.
+    """
+    dims = len(patch_size)
+    if dims not in (2, 3) or len(spacing) != dims:
+        raise ValueError(f"patch_size {tuple(patch_size)} and spacing {tuple(spacing)} need 2 or 3 equal axes")
+    if min(patch_size) < 1 or min(spacing) <= 0:
+        raise ValueError(f"patch_size {tuple(patch_size)} and spacing {tuple(spacing)} must be positive")
+    cap = max_features if max_features is not None else (512 if dims == 2 else 320)
+    size, current = [float(s) for s in patch_size], [float(s) for s in spacing]
+    kernel = [1] * dims
+    strides: list[list[int]] = [[1] * dims]
+    kernels: list[list[int]] = []
+    while True:
+        kernel = [3 if k == 3 or current[a] / min(current) < 2 else 1 for a, k in enumerate(kernel)]
+        kernels.append(list(kernel))
+        if len(strides) == max_stages:
+            break
+        axes = _axes_to_pool(size, current, min_feature_map)
+        if not axes:
+            break
+        strides.append([2 if a in axes else 1 for a in range(dims)])
+        for a in axes:
+            size[a], current[a] = math.ceil(size[a] / 2), current[a] * 2
+    features = [min(base_features * 2**i, cap) for i in range(len(strides))]
+    return {"features": features, "strides": strides, "kernel_sizes": kernels}
+
+
+def _axes_to_pool(size: list[float], spacing: list[float], min_feature_map: int) -> list[int]:
+    """Axes that may be halved at the next stage (big enough, and not much coarser than the finest)."""
+    big = [a for a in range(len(size)) if size[a] >= 2 * min_feature_map]
+    if not big:
+        return []
+    finest = min(spacing[a] for a in big)
+    axes = [a for a in big if spacing[a] / finest < 2]
+    if len(axes) == 1 and size[axes[0]] < 3 * min_feature_map:
+        return []
+    return axes

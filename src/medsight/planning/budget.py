@@ -1,0 +1,43 @@
+"""The time budget becomes a number: measure one training step here, derive the epochs."""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from medsight.training.optim import build_optimizer
+
+
+def measure_step_seconds(task, plan: dict, device: torch.device, repeats: int = 3) -> float:
+    """Seconds of one optimiser step of the plan's network, loss and batch on ``device`` (after a warm-up)."""
+    torch.manual_seed(0)
+    model = task.build_network(plan).to(device)
+    if plan.get("channels_last") and plan["dims"] == 2:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = task.build_loss(plan)
+    optimizer, _ = build_optimizer(model, plan, total_steps=10)
+    x, y = task.example_batch(plan)
+    x = x.to(device)
+    y = y.to(device) if torch.is_tensor(y) else y
+    model.train()
+    times = []
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def epochs_for_budget(step_seconds: float, steps_per_epoch: int, budget_minutes: float,
+                      overhead_fraction: float = 0.1, data_overhead: float = 1.15) -> int:
+    """Epochs that fit ``budget_minutes``: steps x measured step time, plus data loading and validation."""
+    per_epoch = steps_per_epoch * step_seconds * data_overhead
+    usable = budget_minutes * 60.0 * (1.0 - overhead_fraction)
+    return max(1, int(math.floor(usable / max(per_epoch, 1e-6))))

@@ -1,0 +1,143 @@
+"""Rules that turn a fingerprint into ``plan.json``; the plan is the single place that sizes the work."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medsight import __version__
+from medsight.datasets.manifest import Manifest, atomic_write_text
+from medsight.errors import PlanError
+
+PLAN_NAME = "plan.json"
+PLAN_VERSION = 1
+#: plan entries a person may edit; everything the stages read is here
+REQUIRED_KEYS = ("task", "dims", "normalization", "network", "loss", "optimizer", "batch_size", "epochs",
+                 "steps_per_epoch", "seed")
+
+
+def target_spacing_rule(spacings: np.ndarray, shapes: np.ndarray) -> list[float] | None:
+    """nnU-Net's rule: the median spacing; for strongly anisotropic data the coarse axis takes the 10th
+    percentile of its spacings. None when every case already shares one spacing."""
+    if np.allclose(spacings, spacings[0], rtol=1e-3):
+        return None
+    target = np.median(spacings, 0)
+    worst = int(np.argmax(target))
+    others = [a for a in range(len(target)) if a != worst]
+    if others and target[worst] > 3 * max(target[others]):
+        target[worst] = max(np.percentile(spacings[:, worst], 10), max(target[others]))
+    return [float(s) for s in target]
+
+
+def normalization_rule(manifest: Manifest, fingerprint: dict) -> list[dict]:
+    """CT: clip to the foreground 0.5/99.5 percentiles then z-score; RGB: per channel; others: per-image z-score."""
+    out = []
+    modality = {int(k): v.upper() for k, v in manifest.modality.items()}
+    for c, stats in enumerate(fingerprint["channels"]):
+        kind = modality.get(c, "")
+        if kind == "CT":
+            out.append({"scheme": "ct", "clip": [stats["percentile_00_5"], stats["percentile_99_5"]],
+                        "mean": stats["mean"], "std": stats["std"]})
+        elif kind in ("R", "G", "B", "RGB") or (fingerprint["num_channels"] == 3 and stats["max"] > 1.5
+                                                and stats["min"] >= 0 and stats["max"] <= 255):
+            out.append({"scheme": "rgb", "scale": 255.0, "mean": stats["mean"] / 255.0,
+                        "std": max(stats["std"] / 255.0, 1e-3)})
+        else:
+            out.append({"scheme": "zscore"})
+    return out
+
+
+def make_plan(manifest: Manifest, fingerprint: dict, budget_minutes: float | None = None,
+              device: torch.device | None = None, measure: bool = True, seed: int = 0) -> dict:
+    """The plan for ``manifest``: common rules, the task's rules, and epochs from the time budget."""
+    from medsight.planning.budget import epochs_for_budget, measure_step_seconds
+    from medsight.tasks import get_task
+
+    device = device or torch.device("cpu")
+    task = get_task(manifest.task)
+    spacings = np.asarray(fingerprint["spacings"], float)
+    shapes = np.asarray(fingerprint["shapes"], float)
+    crop = fingerprint.get("median_nonzero_fraction", 1.0) < 0.75 and manifest.task == "segmentation"
+    plan: dict = {
+        "plan_version": PLAN_VERSION, "medsight_version": __version__,
+        "task": manifest.task, "dims": manifest.dims, "channels": manifest.channels,
+        "labels": manifest.labels, "label_mapping": manifest.label_mapping, "regions": manifest.regions,
+        "target_spacing": target_spacing_rule(spacings, shapes) if manifest.task != "classification" else None,
+        "input_size": None,
+        "normalization": normalization_rule(manifest, fingerprint),
+        "crop_to_nonzero": bool(crop), "use_mask_for_norm": bool(crop),
+        "image_order": 3, "label_resampling": "onehot",
+        "seed": seed, "device_planned": device.type,
+    }
+    plan.update(task.plan_rules(manifest, fingerprint, device))
+    n_train = max(1, len(manifest.fold_cases(0)[0]) if manifest.splits else len(manifest.cases))
+    plan["steps_per_epoch"] = task.steps_per_epoch(plan, n_train)
+    budget = budget_minutes if budget_minutes is not None else task.default_budget_minutes[manifest.dims]
+    plan["budget_minutes"] = float(budget)
+    step_s = measure_step_seconds(task, plan, device) if measure else float("nan")
+    plan["measured_step_seconds"] = None if np.isnan(step_s) else round(step_s, 4)
+    plan["epochs"] = epochs_for_budget(step_s, plan["steps_per_epoch"], budget,
+                                       plan.get("validation", {}).get("fraction_of_time", 0.1)) if measure else 1
+    return plan
+
+
+def validate_plan(plan: dict, path: Path | None = None) -> dict:
+    """Check an (edited) plan for the entries every stage needs; raise PlanError naming what is wrong."""
+    missing = [k for k in REQUIRED_KEYS if k not in plan]
+    if missing:
+        raise PlanError(f"plan lacks {', '.join(missing)}", path=path, fix="delete plan.json and run `medsight plan` again")
+    if int(plan["epochs"]) < 1 or int(plan["steps_per_epoch"]) < 1 or int(plan["batch_size"]) < 1:
+        raise PlanError("epochs, steps_per_epoch and batch_size must be >= 1", path=path)
+    return plan
+
+
+def save_plan(plan: dict, dataset_dir: str | Path) -> Path:
+    """Write ``plan.json`` atomically."""
+    path = Path(dataset_dir) / PLAN_NAME
+    atomic_write_text(path, json.dumps(plan, indent=1))
+    return path
+
+
+def load_plan(path_or_dir: str | Path) -> dict:
+    """Read and validate a plan file (or ``DIR/plan.json``)."""
+    path = Path(path_or_dir)
+    if path.is_dir():
+        path = path / PLAN_NAME
+    try:
+        plan = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PlanError("no plan.json", path=path, fix="run `medsight plan DATASET_DIR`") from None
+    except json.JSONDecodeError as e:
+        raise PlanError(f"plan is not valid JSON ({e.msg} at line {e.lineno})", path=path) from None
+    return validate_plan(plan, path)
+
+
+def plan_hash(plan: dict) -> str:
+    """Hash of everything in the plan that changes training (not the budget's bookkeeping)."""
+    skip = {"measured_step_seconds", "budget_minutes", "medsight_version", "device_planned", "fingerprint_signature"}
+    sub = {k: v for k, v in plan.items() if k not in skip}
+    return hashlib.sha1(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def summary_table(plan: dict) -> str:
+    """A short human-readable table of the plan."""
+    net = plan["network"]
+    rows = [
+        ("task", f"{plan['task']} ({plan['dims']}D)"),
+        ("network", f"{net.get('name')} " + ", ".join(f"{k}={v}" for k, v in net.items()
+                                                       if k in ("features", "pretrained", "num_classes", "widths"))),
+        ("input", f"patch {plan.get('patch_size')}" if plan.get("patch_size") else f"size {plan.get('input_size')}"),
+        ("spacing", str(plan.get("target_spacing") or "as the files")),
+        ("normalisation", ", ".join(n["scheme"] for n in plan["normalization"])),
+        ("batch size", str(plan["batch_size"])),
+        ("loss", plan["loss"]["name"]),
+        ("optimiser", f"{plan['optimizer']['name']} lr={plan['optimizer']['lr']} {plan['optimizer'].get('schedule', '')}"),
+        ("training", f"{plan['epochs']} epochs x {plan['steps_per_epoch']} steps"
+                     f" (budget {plan.get('budget_minutes')} min, step {plan.get('measured_step_seconds')} s on "
+                     f"{plan.get('device_planned')})"),
+    ]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(w)}  {v}" for k, v in rows)

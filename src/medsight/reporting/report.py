@@ -1,0 +1,117 @@
+"""``report.html``: a self-contained page with the plan, learning curves, metrics and task plots."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medsight.datasets.manifest import atomic_write_text
+from medsight.errors import InputError
+from medsight.planning.plan import load_plan, summary_table
+from medsight.reporting import figures
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
+th{background:#f3f3f3}pre{background:#f7f7f7;padding:.8em}h2{border-bottom:1px solid #ddd}"""
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, list) and len(v) == 2 and all(isinstance(x, (float, int)) or x is None for x in v):
+        return "[" + ", ".join("-" if x is None else f"{x:.3f}" for x in v) + "]"
+    return str(v)
+
+
+def _read_logs(run_dir: Path) -> dict[str, list[dict]]:
+    logs = {}
+    for d in sorted(run_dir.glob("fold_*")):
+        path = d / "log.jsonl"
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if rows:
+                logs[d.name] = rows
+    return logs
+
+
+def _metric_section(metrics: dict) -> list[str]:
+    """Summary tables and the task's own plots for a metrics.json."""
+    parts = []
+    task = metrics.get("task")
+    if task == "classification":
+        s = metrics["summary"]
+        rows = [[k, s[k]] for k in ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
+                                    "quadratic_weighted_kappa", "ece") if s.get(k) is not None]
+        ci = metrics.get("ci95", {})
+        rows = [[k, v, ci.get(k, {}).get("ci95", "")] for k, v in rows]
+        parts.append(_table(rows, ["metric", "value", "95% CI (bootstrap)"]))
+        parts.append(_classification_plots(metrics))
+    elif task == "segmentation":
+        rows = []
+        for struct, ms in metrics["summary"].items():
+            for name, v in ms.items():
+                rows.append([struct, name, v["mean"], v["median"], v["ci95"]])
+        parts.append(_table(rows, ["structure", "metric", "mean", "median", "95% CI of the mean"]))
+        dice = [np.mean([m["dice"] for m in c["metrics"].values()]) for c in metrics["per_case"]]
+        parts.append(figures.histogram_figure(dice, "Dice per case", "mean Dice over structures"))
+    else:
+        parts.append(f"<pre>{html.escape(json.dumps(metrics.get('summary', metrics), indent=1)[:5000])}</pre>")
+    return parts
+
+
+def _classification_plots(metrics: dict) -> str:
+    from medsight.evaluation.classification import reliability_curve, roc_curve_points
+
+    cases = metrics.get("per_case", [])
+    if not cases:
+        return ""
+    cols = [k for k in cases[0] if k.startswith("prob_")]
+    names = [c[5:] for c in cols]
+    y = np.array([names.index(c["reference"]) for c in cases])
+    probs = np.array([[c[k] for k in cols] for c in cases])
+    out = []
+    if len(cols) == 2 and len(np.unique(y)) == 2:
+        pts = roc_curve_points(y, probs[:, 1])
+        out.append(figures.roc_figure({names[1]: (pts["fpr"], pts["tpr"], metrics["summary"]["auc"])}))
+    matrix = np.asarray(metrics["summary"].get("confusion_matrix", []))
+    if matrix.size:
+        out.append(figures.confusion_figure(matrix, names))
+    rc = reliability_curve(y, probs)
+    out.append(figures.reliability_figure(np.asarray(rc["confidence"]), np.asarray(rc["accuracy"]), np.asarray(rc["count"])))
+    return "".join(out)
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write ``RUN_DIR/report.html`` and return its path."""
+    if not (run_dir / "plan.json").is_file():
+        raise InputError("not a medsight run folder (no plan.json)", path=run_dir)
+    plan = load_plan(run_dir)
+    parts = [f"<h1>medsight report: {html.escape(run_dir.name)}</h1>",
+             f"<h2>Plan</h2><pre>{html.escape(summary_table(plan))}</pre>"]
+    logs = _read_logs(run_dir)
+    if logs:
+        parts.append("<h2>Training</h2>" + figures.learning_curves(logs))
+        rows = []
+        for fold, rs in logs.items():
+            last = rs[-1]
+            dec = run_dir / fold / "decisions.json"
+            secs = json.loads(dec.read_text()).get("train_seconds") if dec.is_file() else None
+            rows.append([fold, len(rs), last["train_loss"], last.get("val_score", ""), secs])
+        parts.append(_table(rows, ["fold", "epochs", "final train loss", "final validation score", "seconds"]))
+    metric_files = sorted(run_dir.glob("**/metrics.json"))
+    for mf in metric_files:
+        metrics = json.loads(mf.read_text())
+        parts.append(f"<h2>Metrics: {html.escape(str(mf.relative_to(run_dir)))} ({metrics.get('num_cases')} cases)</h2>")
+        parts.extend(_metric_section(metrics))
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>medsight report</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    path = run_dir / "report.html"
+    atomic_write_text(path, page)
+    return path

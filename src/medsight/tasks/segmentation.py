@@ -1,0 +1,277 @@
+"""Segmentation: U-Net 2D/3D trained on patches (or whole images), Gaussian sliding-window inference."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+from medsight.datasets.manifest import Manifest
+from medsight.errors import InputError
+from medsight.preprocessing.cache import CachedCases
+from medsight.tasks.base import Task, write_csv
+
+#: voxels of one training patch and batch size, by device kind and dims (sized so a step stays short)
+PATCH_BUDGET = {("cpu", 2): (256 * 256, 4), ("cpu", 3): (64 ** 3, 2),
+                ("cuda", 2): (512 * 512, 12), ("cuda", 3): (128 ** 3, 2)}
+
+
+def patch_size_rule(median_shape: list[float], spacing: list[float], max_voxels: int, divisor: int = 16) -> list[int]:
+    """nnU-Net-like: start from the median image, shrink the axis largest in physical size until it fits."""
+    patch = [float(s) for s in median_shape]
+    phys = lambda p: [p[a] * spacing[a] for a in range(len(p))]  # noqa: E731
+    while np.prod(patch) > max_voxels:
+        a = int(np.argmax(phys(patch)))
+        patch[a] = max(divisor, patch[a] * 0.9)
+    return [int(max(divisor, np.ceil(p / divisor) * divisor)) for p in patch]
+
+
+def structures(plan: dict) -> dict[str, list[int]]:
+    """Structures to score: the plan's regions, or every foreground label on its own."""
+    if plan.get("regions"):
+        return {k: list(v) for k, v in plan["regions"].items()}
+    return {name: [int(v)] for v, name in sorted(plan["labels"].items(), key=lambda kv: int(kv[0])) if int(v) != 0}
+
+
+class SegmentationTask(Task):
+    """nnU-Net-style segmentation that sizes itself to the machine."""
+
+    name = "segmentation"
+    default_budget_minutes = {2: 20.0, 3: 30.0}
+
+    # -- planning ---------------------------------------------------------------------------------
+    def plan_rules(self, manifest: Manifest, fingerprint: dict, device: torch.device) -> dict:
+        """Patch (or whole image), U-Net topology, loss, sampler, augmentation, inference settings."""
+        from medsight.nets.unet import plan_unet, unet_divisor
+
+        nd = manifest.dims
+        spacing = fingerprint["median_spacing"]
+        median = fingerprint["median_shape"]
+        max_vox, batch = PATCH_BUDGET[("cuda" if device.type == "cuda" else "cpu", nd)]
+        patch = patch_size_rule(median, spacing, max_vox)
+        topo = plan_unet(patch, spacing, base_features=32)
+        div = unet_divisor(topo["strides"])
+        patch = [int(np.ceil(p / d) * d) for p, d in zip(patch, div)]
+        whole = all(p >= m for p, m in zip(patch, median))
+        n_classes = len(manifest.labels)
+        aug = {"rotation": [-3.1416, 3.1416] if nd == 2 else [-0.5236, 0.5236], "scale": [0.7, 1.4],
+               "mirror_axes": list(range(nd)), "elastic": False, "gamma": [0.7, 1.5], "noise": 0.1,
+               "blur": [0.5, 1.0], "brightness": [0.75, 1.25], "contrast": [0.75, 1.25], "low_resolution": [0.5, 1.0]}
+        return {
+            "patch_size": patch, "whole_image": whole, "batch_size": batch,
+            "network": {"name": "unet", "spatial_dims": nd, "in_channels": fingerprint["num_channels"],
+                        "out_channels": n_classes, **topo, "deep_supervision": True},
+            "loss": {"name": "dice_ce", "batch_dice": True},
+            "sampler": {"oversample_foreground": 0.33},
+            "augmentation": aug,
+            "optimizer": {"name": "adamw", "lr": 3e-3, "weight_decay": 3e-5, "schedule": "poly", "warmup_steps": 50},
+            "inference": {"overlap": 0.5, "mirror_axes": list(range(nd)), "batch_size": 4},
+            "validation": {"every": 1, "fraction_of_time": 0.1, "mirror": False},
+            "postprocessing": {"decide_on_validation": True},
+        }
+
+    def steps_per_epoch(self, plan: dict, num_train_cases: int) -> int:
+        """A fixed number of patch batches per epoch (nnU-Net uses 250; a CPU epoch is shorter)."""
+        return 50
+
+    # -- training ---------------------------------------------------------------------------------
+    def build_network(self, plan: dict) -> nn.Module:
+        """The plan's U-Net."""
+        from medsight.nets import create_model
+
+        cfg = dict(plan["network"])
+        return create_model(cfg.pop("name"), **cfg)
+
+    def build_loss(self, plan: dict) -> nn.Module:
+        """The plan's loss, summed over deep-supervision outputs."""
+        from medsight.losses import DeepSupervisionLoss, build_loss
+
+        cfg = dict(plan["loss"])
+        return DeepSupervisionLoss(build_loss(cfg.pop("name"), **cfg))
+
+    def training_batches(self, data: CachedCases, plan: dict, epoch_seed: tuple[int, ...], steps: int,
+                         rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Patch batches: a third forced onto foreground, augmented; sample j of step s has its own generator."""
+        from medsight.sampling import segmentation_batches
+
+        yield from segmentation_batches(data, plan, epoch_seed, steps, rank=rank, world=world)
+
+    def example_batch(self, plan: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random batch of the plan's patch size."""
+        b, c = int(plan["batch_size"]), int(plan["network"]["in_channels"])
+        x = torch.randn(b, c, *plan["patch_size"])
+        y = torch.randint(0, int(plan["network"]["out_channels"]), (b, 1, *plan["patch_size"]))
+        return x, y
+
+    def _sliding(self, models: list[nn.Module], array: np.ndarray, plan: dict, device: torch.device,
+                 output: str, mirror: bool) -> np.ndarray:
+        from medsight.inference.sliding_window import sliding_window_inference
+
+        inf = plan.get("inference", {})
+        for m in models:
+            m.eval()
+
+        def predictor(x: torch.Tensor) -> torch.Tensor:
+            outs = [m(x) for m in models]
+            outs = [o[0] if isinstance(o, (list, tuple)) else o for o in outs]
+            return torch.stack(outs).mean(0)
+
+        with torch.inference_mode():
+            return sliding_window_inference(
+                torch.from_numpy(np.ascontiguousarray(array)), predictor, plan["patch_size"],
+                int(plan["network"]["out_channels"]), overlap=float(inf.get("overlap", 0.5)),
+                batch_size=int(inf.get("batch_size", 4)),
+                mirror_axes=inf.get("mirror_axes") if mirror else None, output=output, device=device)
+
+    def validate(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device) -> dict[str, float]:
+        """Mean foreground Dice over the validation cases (sliding window, network space); score = Dice."""
+        dices = []
+        for cid in data.ids:
+            pred = self._sliding([model], data.image(cid, mmap=False), plan, device, "argmax",
+                                 mirror=bool(plan.get("validation", {}).get("mirror", False)))
+            ref = np.asarray(data.label(cid))[0]
+            for v in range(1, int(plan["network"]["out_channels"])):
+                p, r = pred == v, ref == v
+                denom = p.sum() + r.sum()
+                dices.append(2.0 * np.logical_and(p, r).sum() / denom if denom else 1.0)
+        model.train()
+        d = float(np.mean(dices)) if dices else float("nan")
+        return {"score": d, "dice": d}
+
+    def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path) -> dict:
+        """Decide post-processing on the validation cases: keep the largest component per class only
+        where it improves the mean validation Dice (nnU-Net's rule)."""
+        if not len(data) or not plan.get("postprocessing", {}).get("decide_on_validation", True):
+            return {"largest_component": []}
+        preds, refs = [], []
+        for cid in data.ids:
+            preds.append(self._sliding([model], data.image(cid, mmap=False), plan, device, "argmax", mirror=False))
+            refs.append(np.asarray(data.label(cid))[0])
+        keep = []
+        for v in range(1, int(plan["network"]["out_channels"])):
+            before = np.mean([_dice(p == v, r == v) for p, r in zip(preds, refs)])
+            after = np.mean([_dice(largest_component(p == v), r == v) for p, r in zip(preds, refs)])
+            if after > before + 1e-4:
+                keep.append(v)
+        return {"largest_component": keep}
+
+    # -- inference --------------------------------------------------------------------------------
+    def predict_case(self, models: list[nn.Module], array: np.ndarray, plan: dict, device: torch.device) -> np.ndarray:
+        """Class probabilities (K, *s) in network space, mirrored test-time augmentation as planned."""
+        return self._sliding(models, array, plan, device, "probabilities", mirror=True)
+
+    def write_case(self, result: dict, out_dir: Path, plan: dict, decisions: dict) -> list[dict]:
+        """The mask as ``<case><input extension>`` in the input's geometry (and probabilities if asked);
+        returns the case's rows of ``volumes.csv``."""
+        from medsight.io import write_image
+        from medsight.preprocessing.pipeline import restore_prediction
+
+        values = sorted(int(v) for v in plan["labels"])
+        probs = restore_prediction(result["prediction"], result["props"], kind="probabilities")
+        label = np.asarray(values, dtype=np.int16)[np.argmax(probs, 0)]
+        for v in decisions.get("largest_component", []):
+            m = label == v
+            label[m & ~largest_component(m)] = 0
+        img = result["image"]
+        dtype = np.uint8 if max(values) < 256 else np.uint16
+        write_image(img.with_array(label[None].astype(dtype), channel_names=["label"]),
+                    out_dir / f"{result['case']}{result['extension']}", reference=result.get("source"))
+        if result.get("save_probabilities"):
+            (out_dir / "probabilities").mkdir(exist_ok=True)
+            np.savez_compressed(out_dir / "probabilities" / f"{result['case']}.npz",
+                                probabilities=probs.astype(np.float16))
+        return volume_rows(result["case"], label, img.spacing, plan, known_spacing=result.get("known_spacing", True))
+
+    def write_summary(self, rows: list[dict], out_dir: Path, plan: dict, decisions: dict) -> list[Path]:
+        """``volumes.csv``: per case and label, volume (mL) or area (mm^2 or pixels) and component count."""
+        fields = ["case", "label", "name", "voxels", "components"]
+        for r in rows:
+            fields.extend(k for k in r if k not in fields)
+        return [write_csv(out_dir / "volumes.csv", rows, fields)]
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def evaluate(self, out_dir: Path, manifest: Manifest, case_ids: list[str] | None = None) -> dict:
+        """Dice, IoU, HD95, MSD, sensitivity, precision per case and structure, with bootstrap intervals."""
+        from medsight.datasets.loading import read_case_label
+        from medsight.evaluation.bootstrap import bootstrap_ci
+        from medsight.evaluation.segmentation import segmentation_metrics
+        from medsight.io import read_image
+
+        plan_like = {"labels": manifest.labels, "regions": manifest.regions}
+        structs = structures(plan_like)
+        files = {p.name.split(".")[0]: p for p in Path(out_dir).iterdir()
+                 if p.is_file() and not p.name.endswith((".csv", ".json", ".html"))}
+        per_case = []
+        for case in manifest.cases:
+            if case_ids is not None and case.id not in case_ids:
+                continue
+            if case.id not in files:
+                continue
+            pred = read_image(files[case.id])
+            ref = read_case_label(case, manifest)
+            if ref is None:
+                continue
+            if pred.spatial_shape != ref.spatial_shape:
+                raise InputError(f"prediction has shape {pred.spatial_shape} but the reference has {ref.spatial_shape}",
+                                 path=files[case.id])
+            mask = None
+            if case.eval_mask:
+                em = read_image(case.eval_mask).array
+                mask = em[0] > 0
+            m = segmentation_metrics(pred.array[0], ref.array[0], ref.spacing, structs, eval_mask=mask)
+            per_case.append({"case": case.id, "metrics": m})
+        if not per_case:
+            raise InputError("no prediction here matches a case of the reference dataset", path=out_dir,
+                             fix="predict the dataset's cases first (file names = case ids)")
+        summary: dict = {}
+        for s in structs:
+            for metric in ("dice", "iou", "hd95", "msd", "sensitivity", "precision"):
+                vals = np.array([c["metrics"][s][metric] for c in per_case], float)
+                point, lo, hi = bootstrap_ci(lambda v: float(np.mean(v)), vals) if len(vals) > 1 else (float(vals.mean()),) * 3
+                summary.setdefault(s, {})[metric] = {"mean": float(vals.mean()), "median": float(np.median(vals)),
+                                                     "ci95": [lo, hi]}
+        dice_all = [np.mean([c["metrics"][s]["dice"] for s in structs]) for c in per_case]
+        return {"task": "segmentation", "num_cases": len(per_case), "summary": summary,
+                "mean_dice": float(np.mean(dice_all)), "per_case": per_case}
+
+
+def _dice(p: np.ndarray, r: np.ndarray) -> float:
+    denom = p.sum() + r.sum()
+    return float(2.0 * np.logical_and(p, r).sum() / denom) if denom else 1.0
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component of a binary mask (all of it when empty)."""
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+def volume_rows(case: str, label: np.ndarray, spacing: tuple[float, ...], plan: dict, known_spacing: bool = True) -> list[dict]:
+    """Per label: volume in mL (3D) or area in mm^2 (2D; pixels when the spacing is unknown) and lesion count."""
+    nd = label.ndim
+    voxel = float(np.prod(spacing))
+    rows = []
+    for v, name in sorted(plan["labels"].items(), key=lambda kv: int(kv[0])):
+        v = int(v)
+        if v == 0:
+            continue
+        m = label == v
+        n_vox = int(m.sum())
+        _, n_comp = ndimage.label(m)
+        row = {"case": case, "label": v, "name": name, "voxels": n_vox, "components": int(n_comp)}
+        if nd == 3:
+            row["volume_ml"] = round(n_vox * voxel / 1000.0, 4)
+        elif known_spacing:
+            row["area_mm2"] = round(n_vox * voxel, 3)
+        else:
+            row["area_pixels"] = n_vox
+        rows.append(row)
+    return rows
+

@@ -1,0 +1,69 @@
+"""Checkpoints: written atomically, loaded without unpickling code, refused when tampered or foreign.
+
+A checkpoint is a ``torch.save`` of plain tensors and primitives (model, optimizer and scheduler state,
+epoch, RNG-free metadata) loaded with ``weights_only=True``, next to a ``.sha256`` file of its bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medsight.errors import CheckpointError
+
+MAGIC = "medsight-checkpoint-v1"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], plan_hash: str) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file + rename), with its checksum beside it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"magic": MAGIC, "plan_hash": plan_hash, **state}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        digest = _sha256(Path(tmp))
+        sum_tmp = tmp + ".sha256"
+        Path(sum_tmp).write_text(digest + "\n")
+        os.replace(tmp, path)  # the checkpoint first: a crash in between leaves a mismatching sum, caught on load
+        os.replace(sum_tmp, str(path) + ".sha256")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        Path(tmp + ".sha256").unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, plan_hash: str | None = None, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint made by medsight for this plan; refuse tampered, foreign or mismatched files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("checkpoint not found", path=path)
+    sum_path = Path(str(path) + ".sha256")
+    if sum_path.is_file() and sum_path.read_text().strip() != _sha256(path):
+        raise CheckpointError("checkpoint bytes do not match their checksum: the file was changed or cut short",
+                              path=path, fix="delete it and train again, or resume from an intact copy")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - anything torch raises means: not a safe medsight checkpoint
+        raise CheckpointError(f"not a loadable medsight checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120] if str(e) else 'unreadable'})", path=path) from None
+    if not isinstance(payload, dict) or payload.get("magic") != MAGIC:
+        raise CheckpointError("not a medsight checkpoint (foreign file)", path=path)
+    if plan_hash is not None and payload.get("plan_hash") != plan_hash:
+        raise CheckpointError("checkpoint was made with another plan", path=path,
+                              fix="train without --resume, or restore the plan it was made with")
+    return payload

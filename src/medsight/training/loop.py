@@ -1,0 +1,139 @@
+"""The training loop shared by every task: seeds, schedule, checkpoints every epoch, exact resume, logs."""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from medsight.datasets.manifest import atomic_write_text
+from medsight.errors import CheckpointError
+from medsight.planning.plan import plan_hash
+from medsight.preprocessing.cache import CachedCases
+from medsight.tasks.base import Task
+from medsight.training.checkpoint import load_checkpoint, save_checkpoint
+from medsight.training.distributed import DistContext, barrier, mean_over_processes, unwrap, wrap_model
+from medsight.training.optim import build_optimizer
+
+LATEST = "checkpoint_latest.pt"
+FINAL = "checkpoint_final.pt"
+BEST = "checkpoint_best.pt"
+
+
+def _read_log(path: Path, before_epoch: int) -> list[dict]:
+    """Log lines of epochs before ``before_epoch`` (the rest belong to a run that was cut off)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by a kill
+        if row.get("epoch", -1) < before_epoch:
+            rows.append(row)
+    return rows
+
+
+def _autocast(device: torch.device, plan: dict):
+    """Mixed precision where the device has it (CUDA), plain float32 elsewhere."""
+    if device.type == "cuda" and plan.get("mixed_precision", "auto") in ("auto", True, "fp16", "bf16"):
+        dtype = torch.bfloat16 if plan.get("mixed_precision") == "bf16" else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: CachedCases | None, fold_dir: Path,
+               device: torch.device, resume: bool = False, ctx: DistContext | None = None,
+               progress: bool = True) -> Path:
+    """Train one fold to ``plan["epochs"]`` epochs in ``fold_dir``; return the final checkpoint's path.
+
+    With ``resume`` the latest checkpoint is loaded and training continues where it stopped; on a CPU the
+    result equals an uninterrupted run with the same seed (per-epoch seeding of data and torch).
+    """
+    ctx = ctx or DistContext()
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    p_hash = plan_hash(plan)
+    seed = int(plan["seed"])
+    epochs, steps = int(plan["epochs"]), int(plan["steps_per_epoch"])
+    torch.manual_seed(seed)
+    model = task.build_network(plan).to(device)
+    if plan.get("channels_last") and plan["dims"] == 2:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = task.build_loss(plan)
+    optimizer, scheduler = build_optimizer(model, plan, total_steps=epochs * steps)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and plan.get("mixed_precision", "auto") != False else None  # noqa: E712
+    start_epoch, best_score = 0, float("-inf")
+    latest = fold_dir / LATEST
+    if resume:
+        if not latest.is_file():
+            if (fold_dir / FINAL).is_file():
+                return fold_dir / FINAL
+            raise CheckpointError("nothing to resume: no checkpoint in this fold", path=fold_dir,
+                                  fix="train without --resume")
+        state = load_checkpoint(latest, p_hash)
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = int(state["epoch"]) + 1
+        best_score = float(state.get("best_score", float("-inf")))
+    log_path = fold_dir / "log.jsonl"
+    history = _read_log(log_path, start_epoch) if resume else []
+    if ctx.is_main:
+        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
+    model = wrap_model(model, ctx, device)
+    bar = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs, desc=f"train {fold_dir.name}",
+               disable=not (progress and ctx.is_main), unit="epoch")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        torch.manual_seed(seed * 100003 + epoch)
+        model.train()
+        total, count = 0.0, 0
+        for x, y in task.training_batches(train_data, plan, (seed, epoch), steps, rank=ctx.rank, world=ctx.world):
+            x = x.to(device, non_blocking=True)
+            if plan.get("channels_last") and plan["dims"] == 2:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True) if torch.is_tensor(y) else y
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(device, plan):
+                loss = loss_fn(model(x), y)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
+                optimizer.step()
+            scheduler.step()
+            total += float(loss.detach())
+            count += 1
+        train_loss = mean_over_processes(total / max(count, 1), ctx)
+        row = {"epoch": epoch, "train_loss": round(train_loss, 6), "lr": scheduler.get_last_lr()[0]}
+        every = int(plan.get("validation", {}).get("every", 1))
+        if ctx.is_main and val_data is not None and len(val_data) and ((epoch + 1) % every == 0 or epoch == epochs - 1):
+            metrics = task.validate(unwrap(model), val_data, plan, device)
+            row.update({f"val_{k}": round(float(v), 6) for k, v in metrics.items()})
+            score = float(metrics.get("score", float("-inf")))
+            if score > best_score:
+                best_score = score
+                save_checkpoint(fold_dir / BEST, {"model": unwrap(model).state_dict(), "epoch": epoch}, p_hash)
+        row["seconds"] = round(time.perf_counter() - t0, 3)
+        if ctx.is_main:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            save_checkpoint(latest, {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score},
+                            p_hash)
+            bar.set_postfix({k: v for k, v in row.items() if k in ("train_loss", "val_score")})
+        barrier(ctx)
+    final = fold_dir / FINAL
+    if ctx.is_main:
+        save_checkpoint(final, {"model": unwrap(model).state_dict(), "epoch": epochs - 1}, p_hash)
+    barrier(ctx)
+    return final

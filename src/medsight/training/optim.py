@@ -1,0 +1,52 @@
+"""Optimiser and learning-rate schedule from the plan (AdamW or SGD; poly or cosine, with warm-up)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from medsight.errors import PlanError
+
+
+def _param_groups(model: nn.Module, opt: dict) -> list[dict]:
+    """One group, or a lower learning rate for a pretrained backbone (``backbone_lr_factor``)."""
+    lr = float(opt["lr"])
+    factor = opt.get("backbone_lr_factor")
+    if factor and hasattr(model, "backbone_parameters") and hasattr(model, "head_parameters"):
+        return [{"params": [p for p in model.backbone_parameters() if p.requires_grad], "lr": lr * float(factor)},
+                {"params": [p for p in model.head_parameters() if p.requires_grad], "lr": lr}]
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+
+
+def build_optimizer(model: nn.Module, plan: dict, total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The plan's optimiser over ``model`` and a per-step schedule of ``total_steps``."""
+    opt = plan["optimizer"]
+    groups = _param_groups(model, opt)
+    name = opt["name"].lower()
+    if name == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=float(opt["lr"]), weight_decay=float(opt.get("weight_decay", 1e-4)))
+    elif name == "adam":
+        optimizer = torch.optim.Adam(groups, lr=float(opt["lr"]), weight_decay=float(opt.get("weight_decay", 0.0)))
+    elif name == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=float(opt["lr"]), momentum=float(opt.get("momentum", 0.99)),
+                                    nesterov=True, weight_decay=float(opt.get("weight_decay", 3e-5)))
+    else:
+        raise PlanError(f"unknown optimizer {opt['name']!r}", fix="use adamw, adam or sgd")
+    warmup = int(opt.get("warmup_steps", 0))
+    schedule = opt.get("schedule", "poly")
+    total = max(1, total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "poly":
+            return (1 - t) ** 0.9
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        if schedule == "constant":
+            return 1.0
+        raise PlanError(f"unknown schedule {schedule!r}", fix="use poly, cosine or constant")
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,27 @@
+"""Shared fixtures: the real data in ../shared/data (CI has it beside the clone)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MEDSIGHT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of ../shared/data; tests that need it skip with a reason when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (CI has it beside the clone)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """Keep torch to the machine's cores so parallel pieces of the suite do not oversubscribe."""
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield

@@ -1,0 +1,99 @@
+"""``folder-json`` (ISIC sidecars) and ``folder-csv`` importers, and the classification splits."""
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from medsight.datasets import detect_format, import_dataset
+from medsight.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def isic(shared_data: Path) -> Path:
+    return shared_data / "isic_uda1"
+
+
+def _isic_rows(isic: Path) -> list[tuple[str, str]]:
+    """(image file name, benign/malignant) of every ISIC image, from its sidecar."""
+    return [(p.name, json.loads(p.with_suffix(".json").read_text())["meta"]["clinical"]["benign_malignant"])
+            for p in sorted(isic.glob("*.jpg"))]
+
+
+def test_isic_folder_json(isic: Path, tmp_path: Path):
+    assert detect_format(isic) == "folder-json"
+    m = import_dataset(isic, tmp_path / "ds", progress=False)
+    assert (m.task, m.dims, m.channels) == ("classification", 2, ["R", "G", "B"])
+    assert m.labels == {"0": "benign", "1": "malignant"}
+    assert len(m.cases) == 440 and Counter(c.label for c in m.cases) == {0: 318, 1: 122}
+    assert m.case_by_id["ISIC_0000285"].label == 1  # its sidecar says malignant
+    assert m.extra["label_key"] == "meta.clinical.benign_malignant"
+    # 5 stratified folds: every fold's validation part holds 122/440 = 27.7% malignant (+-1 case)
+    assert len(m.splits) == 5
+    for split in m.splits:
+        val = [m.case_by_id[i].label for i in split["val"]]
+        assert len(val) == 88 and abs(sum(val) - 122 / 5) <= 1
+        assert not set(split["val"]) & set(split["train"])
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_csv_with_patient_groups(isic: Path, tmp_path: Path):
+    rows = _isic_rows(isic)[:60]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, _ in rows:
+        (src / name).symlink_to(isic / name)
+    # 20 patients with 3 images each, strings for classes, image names without extension
+    _write_csv(src / "labels.csv", ["image_id", "diagnosis", "patient_id"],
+               [[Path(name).stem, label, f"P{n // 3:02d}"] for n, (name, label) in enumerate(rows)])
+    assert detect_format(src) == "folder-csv"
+    m = import_dataset(src, tmp_path / "ds", progress=False)
+    assert m.labels == {"0": "benign", "1": "malignant"}
+    assert [c.label for c in m.cases] == [int(label == "malignant") for _, label in rows]
+    assert m.case_by_id[Path(rows[4][0]).stem].group == "P01"
+    assert len(m.splits) == 5
+    for split in m.splits:  # a patient's images stay in one fold
+        val_groups = {m.case_by_id[i].group for i in split["val"]}
+        train_groups = {m.case_by_id[i].group for i in split["train"]}
+        assert not val_groups & train_groups
+    again = import_dataset(src, tmp_path / "ds2", progress=False)
+    assert again.splits == m.splits  # deterministic
+
+
+def test_csv_integer_classes_kept(isic: Path, tmp_path: Path):
+    rows = _isic_rows(isic)[:12]
+    _write_csv(tmp_path / "grades.csv", ["file", "label"], [[name, 2 * n % 3 + 1] for n, (name, _) in enumerate(rows)])
+    m = import_dataset(isic, tmp_path / "ds", format="folder-csv", csv=str(tmp_path / "grades.csv"), progress=False)
+    assert m.labels == {"1": "class_1", "2": "class_2", "3": "class_3"}
+    assert [c.label for c in m.cases] == [2 * n % 3 + 1 for n in range(12)]
+
+
+def test_csv_naming_missing_files(isic: Path, tmp_path: Path):
+    rows = _isic_rows(isic)[:5]
+    csv_path = _write_csv(tmp_path / "labels.csv", ["filename", "class"],
+                          [[name, label] for name, label in rows] + [["ISIC_9999999.jpg", "benign"]])
+    with pytest.raises(InputError) as err:
+        import_dataset(isic, tmp_path / "ds", format="folder-csv", csv=str(csv_path), progress=False)
+    assert str(csv_path) in str(err.value) and "'ISIC_9999999.jpg'" in str(err.value)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_json_sidecar_without_the_label_key(isic: Path, tmp_path: Path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("ISIC_0000002.jpg", "ISIC_0000003.jpg"):
+        (src / name).symlink_to(isic / name)
+    (src / "ISIC_0000002.json").symlink_to(isic / "ISIC_0000002.json")
+    (src / "ISIC_0000003.json").write_text(json.dumps({"meta": {"clinical": {"age_approx": 40}}}))
+    with pytest.raises(InputError, match="ISIC_0000003.json: has no label at 'meta.clinical.benign_malignant'"):
+        import_dataset(src, tmp_path / "ds", progress=False)

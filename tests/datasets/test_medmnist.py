@@ -1,0 +1,69 @@
+"""``medmnist`` importer: BreastMNIST, RetinaMNIST, AdrenalMNIST3D (28 and 64), references readable."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsight.datasets import Manifest, detect_format, import_dataset
+from medsight.errors import InputError
+from medsight.io import read_image
+
+
+def test_breastmnist(shared_data: Path, tmp_path: Path):
+    src = shared_data / "medmnist" / "breastmnist.npz"
+    assert detect_format(src) == "medmnist"
+    m = import_dataset(src, tmp_path / "ds", progress=False)
+    assert (m.name, m.task, m.dims, m.channels) == ("breastmnist", "classification", 2, ["grey"])
+    assert m.labels == {"0": "malignant", "1": "normal, benign"} and not m.ordinal
+    assert Counter(c.subset for c in m.cases) == {"train": 546, "val": 78}
+    assert m.splits == [{"train": [c.id for c in m.cases[:546]], "val": [c.id for c in m.cases[546:]]}]
+    with np.load(src) as data:
+        images, labels = data["train_images"], data["train_labels"][:, 0]
+    case = m.case_by_id["train_0017"]
+    assert case.images == [f"{src}::train_images::17"] and case.label == int(labels[17])
+    assert np.array_equal(read_image(case.images[0]).array[0], images[17])
+    assert Counter(c.label for c in m.cases if c.subset == "train") == Counter(labels.tolist())
+
+
+def test_retinamnist_rgb_ordinal(shared_data: Path, tmp_path: Path):
+    src = shared_data / "medmnist" / "retinamnist.npz"
+    m = import_dataset(src, tmp_path / "ds", progress=False)
+    assert m.channels == ["R", "G", "B"] and m.modality == {"0": "RGB", "1": "RGB", "2": "RGB"}
+    assert m.ordinal and m.label_values == [0, 1, 2, 3, 4]
+    assert Counter(c.subset for c in m.cases) == {"train": 1080, "val": 120}
+    with np.load(src) as data:
+        sample = data["val_images"][5]
+    assert np.array_equal(read_image(m.case_by_id["val_0005"].images[0]).array, np.moveaxis(sample, -1, 0))
+    assert Manifest.load(tmp_path / "ds").ordinal
+
+
+@pytest.mark.parametrize("name,side", [("adrenalmnist3d", 28), ("adrenalmnist3d_64", 64)])
+def test_adrenalmnist3d(shared_data: Path, tmp_path: Path, name: str, side: int):
+    m = import_dataset(shared_data / "medmnist" / f"{name}.npz", tmp_path / "ds", progress=False)
+    assert (m.name, m.dims, m.channels) == ("adrenalmnist3d", 3, ["grey"])
+    assert m.labels == {"0": "normal", "1": "hyperplasia"}
+    assert Counter(c.subset for c in m.cases) == {"train": 1188, "val": 98}
+    assert read_image(m.cases[-1].images[0]).spatial_shape == (side, side, side)
+
+
+def test_test_subset_kept_out_of_the_splits(shared_data: Path, tmp_path: Path):
+    with np.load(shared_data / "medmnist" / "breastmnist.npz") as data:
+        parts = {k: data[k] for k in data.files}
+    small = {"train_images": parts["train_images"][:30], "train_labels": parts["train_labels"][:30],
+             "val_images": parts["val_images"][:10], "val_labels": parts["val_labels"][:10],
+             "test_images": parts["train_images"][30:37], "test_labels": parts["train_labels"][30:37]}
+    np.savez_compressed(tmp_path / "pneumoniamnist.npz", **small)
+    m = import_dataset(tmp_path / "pneumoniamnist.npz", tmp_path / "ds", progress=False)
+    assert Counter(c.subset for c in m.cases) == {"train": 30, "val": 10, "test": 7}
+    assert len(m.splits) == 1 and len(m.splits[0]["train"]) == 30 and len(m.splits[0]["val"]) == 10
+    assert not {c.id for c in m.cases if c.subset == "test"} & set(m.splits[0]["train"] + m.splits[0]["val"])
+    assert m.labels["1"] == "pneumonia"
+
+
+def test_npz_without_medmnist_keys(tmp_path: Path):
+    np.savez(tmp_path / "other.npz", x=np.zeros((2, 4, 4)))
+    with pytest.raises(InputError, match="other.npz: holds .*expected train_images"):
+        import_dataset(tmp_path / "other.npz", tmp_path / "ds", format="medmnist", progress=False)

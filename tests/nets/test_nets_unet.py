@@ -1,0 +1,131 @@
+"""UNet (nnU-Net's plain U-Net) and plan_unet: shapes, deep supervision, anisotropy, ONNX, channels_last."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medsight.nets import UNet, plan_unet, unet_divisor
+
+
+def small_unet_2d(deep_supervision: bool = False, **kw) -> UNet:
+    return UNet(2, in_channels=1, out_channels=3, features=[4, 8, 16, 16],
+                strides=[[1, 1], [2, 2], [2, 2], [2, 2]], kernel_sizes=[[3, 3]] * 4,
+                deep_supervision=deep_supervision, **kw)
+
+
+def test_2d_output_shape_and_eval_single_tensor():
+    net = small_unet_2d(deep_supervision=True).eval()
+    out = net(torch.randn(2, 1, 32, 24))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 3, 32, 24)
+
+
+def test_deep_supervision_list_in_train_mode():
+    net = small_unet_2d(deep_supervision=True).train()
+    outs = net(torch.randn(2, 1, 32, 32))
+    # 4 stages -> decoder levels at 32, 16, 8; the lowest (8) has no head
+    assert [tuple(o.shape) for o in outs] == [(2, 3, 32, 32), (2, 3, 16, 16)]
+    assert len(net.heads) == 2
+
+
+def test_without_deep_supervision_train_mode_gives_a_tensor():
+    out = small_unet_2d(deep_supervision=False).train()(torch.randn(1, 1, 16, 16))
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 3, 16, 16)
+
+
+def test_3d_anisotropic_strides_and_kernels():
+    net = UNet(3, in_channels=2, out_channels=2, features=[4, 8, 16, 16],
+               strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
+               kernel_sizes=[[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3]], deep_supervision=True).train()
+    assert net.divisor == [4, 8, 8]
+    outs = net(torch.randn(1, 2, 8, 16, 24))
+    assert [tuple(o.shape) for o in outs] == [(1, 2, 8, 16, 24), (1, 2, 8, 8, 12)]
+    first_conv = net.encoder[0].conv1.conv
+    assert tuple(first_conv.kernel_size) == (1, 3, 3) and tuple(first_conv.padding) == (0, 1, 1)
+    assert tuple(net.encoder[1].conv1.conv.stride) == (1, 2, 2)
+    assert tuple(net.decoder[0].transp_conv.conv.stride) == (1, 2, 2)
+
+
+def test_gradients_reach_every_parameter():
+    net = small_unet_2d(deep_supervision=True).train()
+    outs = net(torch.randn(2, 1, 16, 16))
+    sum(o.square().mean() for o in outs).backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+def test_input_size_must_fit_the_strides():
+    with pytest.raises(ValueError, match="multiple of"):
+        small_unet_2d()(torch.randn(1, 1, 30, 32))
+    with pytest.raises(ValueError, match="strides\\[0\\]"):
+        UNet(2, 1, 2, features=[4, 8], strides=[[2, 2], [2, 2]], kernel_sizes=[[3, 3]] * 2)
+
+
+def test_channels_last_gives_the_same_logits():
+    torch.manual_seed(0)
+    net = small_unet_2d().eval()
+    x = torch.randn(2, 1, 32, 32)
+    ref = net(x)
+    net_cl = net.to(memory_format=torch.channels_last)
+    out = net_cl(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+    net3 = UNet(3, 1, 2, features=[4, 8], strides=[[1, 1, 1], [2, 2, 2]], kernel_sizes=[[3, 3, 3]] * 2).eval()
+    x3 = torch.randn(1, 1, 8, 8, 8)
+    ref3 = net3(x3)
+    out3 = net3.to(memory_format=torch.channels_last_3d)(x3.to(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(out3, ref3, atol=1e-4, rtol=1e-4)
+
+
+def test_onnx_export_matches_torch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = small_unet_2d(deep_supervision=True).eval()
+    x = torch.randn(1, 1, 32, 32)
+    path = tmp_path / "unet.onnx"
+    torch.onnx.export(net, (x,), str(path), input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x2 = torch.randn(2, 1, 32, 32)
+    (onnx_out,) = session.run(None, {"image": x2.numpy()})
+    with torch.no_grad():
+        ref = net(x2).numpy()
+    assert onnx_out.shape == (2, 3, 32, 32)
+    np.testing.assert_allclose(onnx_out, ref, atol=1e-4, rtol=0)
+
+
+# -- plan_unet --------------------------------------------------------------------------------------
+def test_plan_anisotropic_pools_in_plane_first():
+    plan = plan_unet(patch_size=(160, 160, 32), spacing=(0.8, 0.8, 3.0))
+    # spacing 3.0 > 2 x 0.8: first pooling in-plane only, kernel 1 along z at full resolution;
+    # after it the spacing is (1.6, 1.6, 3.0), within 2x: all axes pool and get kernel 3
+    assert plan["strides"][:3] == [[1, 1, 1], [2, 2, 1], [2, 2, 2]]
+    assert plan["kernel_sizes"][:2] == [[3, 3, 1], [3, 3, 3]]
+    # z: 32 -> 16 -> 8 -> 4 after three poolings, then only in-plane (10 -> 5); 5 < 8 stops
+    assert plan["strides"][3:] == [[2, 2, 2], [2, 2, 2], [2, 2, 1]]
+    assert plan["features"] == [32, 64, 128, 256, 320, 320]
+    assert unet_divisor(plan["strides"]) == [32, 32, 8]
+
+
+def test_plan_isotropic_2d_has_seven_stages():
+    plan = plan_unet(patch_size=(512, 512), spacing=(1.0, 1.0))
+    assert len(plan["strides"]) == len(plan["kernel_sizes"]) == len(plan["features"]) == 7
+    assert plan["strides"] == [[1, 1]] + [[2, 2]] * 6
+    assert plan["features"] == [32, 64, 128, 256, 512, 512, 512]  # 2D cap 512
+
+
+def test_plan_stops_at_the_minimum_feature_map():
+    # 64 -> 32 -> 16 -> 8 and 48 -> 24 -> 12 -> 6; then (8, 6): a lone axis needs >= 3 x 4 to pool again
+    assert plan_unet(patch_size=(64, 48), spacing=(1.0, 1.0))["strides"] == [[1, 1]] + [[2, 2]] * 3
+    # (64, 16) -> (32, 8) -> (16, 4) -> (8, 4): the last pooling is along the long axis alone
+    assert plan_unet(patch_size=(64, 16), spacing=(1.0, 1.0))["strides"] == [[1, 1], [2, 2], [2, 2], [2, 1]]
+    assert plan_unet(patch_size=(64, 64), spacing=(1, 1), min_feature_map=8)["strides"] == [[1, 1]] + [[2, 2]] * 3
+
+
+def test_planned_net_builds_and_runs():
+    plan = plan_unet(patch_size=(16, 32, 32), spacing=(2.5, 1.0, 1.0), base_features=4)
+    net = UNet(3, 1, 2, deep_supervision=True, **plan).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, 16, 32, 32))
+    assert out.shape == (1, 2, 16, 32, 32)
+    assert plan["strides"][1] == [1, 2, 2]
