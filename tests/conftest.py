@@ -25,3 +25,17 @@ def _few_threads():
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+@pytest.fixture()
+def tiny_breast(tmp_path) -> Path:
+    """An imported 64-case BreastMNIST dataset with a tiny, edited plan (2 epochs)."""
+    from helpers import shrink_plan, write_npz_subset
+
+    from medsight import api
+
+    src = write_npz_subset(tmp_path / "breast_small.npz")
+    ds = tmp_path / "ds"
+    api.import_dataset(src, ds, progress=False)
+    shrink_plan(ds)
+    return ds

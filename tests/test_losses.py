@@ -64,6 +64,14 @@ def test_cross_entropy_by_hand():
     assert float(CrossEntropyLoss()(LOGITS, LABELS)) == pytest.approx(CE_BY_HAND, abs=1e-6)
 
 
+def test_cross_entropy_for_classification_with_label_smoothing():
+    logits = torch.tensor([[0.0, LN3]])  # p = (1/4, 3/4)
+    # smoothing 0.2 over 2 classes: target (0.1, 0.9)
+    expected = -(0.1 * math.log(0.25) + 0.9 * math.log(0.75))
+    loss = build_loss("ce", label_smoothing=0.2)(logits, torch.tensor([1]))
+    assert float(loss) == pytest.approx(expected, abs=1e-6)
+
+
 def test_dice_ce_is_the_weighted_sum():
     loss = DiceCELoss(weight_dice=2.0, weight_ce=0.5)(LOGITS, LABELS)
     assert float(loss) == pytest.approx(2.0 * 0.3 + 0.5 * CE_BY_HAND, abs=1e-5)

@@ -62,12 +62,15 @@ def fingerprint(dataset_dir: str | Path, workers: int | None = None, progress: b
 
 
 def plan(dataset_dir: str | Path, budget_minutes: float | None = None, device: str | None = None,
-         quiet: bool = False, workers: int | None = None) -> dict:
-    """Fingerprint the dataset and write ``DATASET_DIR/plan.json``; print a summary table."""
+         quiet: bool = False, workers: int | None = None, measure: bool = True) -> dict:
+    """Fingerprint the dataset and write ``DATASET_DIR/plan.json``; print a summary table.
+
+    ``measure=False`` skips timing a training step (epochs then default to 1; for quick edits and tests).
+    """
     manifest = Manifest.load(dataset_dir)
     fp = fingerprint(dataset_dir, workers, progress=not quiet)
     dev = resolve_device(device)
-    p = make_plan(manifest, fp, budget_minutes=budget_minutes, device=dev)
+    p = make_plan(manifest, fp, budget_minutes=budget_minutes, device=dev, measure=measure)
     p["fingerprint_signature"] = fp["signature"]
     save_plan(p, dataset_dir)
     _log(f"plan written to {Path(dataset_dir) / PLAN_NAME}\n{summary_table(p)}", quiet)
@@ -257,7 +260,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
             save_probabilities: bool = False, device: str | None = None, threads: int | None = None,
             folds: Sequence[int | str] | None = None, quiet: bool = False) -> Path:
     """Predict every input case with the run's folds (ensembled) into OUT_DIR, as DESIGN.md's contract says."""
-    from tqdm.auto import tqdm
+    from medsight.progress import progress as progress_bar
 
     dev = resolve_device(device)
     set_threads(threads)
@@ -280,7 +283,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     n_channels = int(p["network"].get("in_channels", len(p.get("channels", [])) or 3))
     todo = [e for e in cases if e["case"] not in done]
     chunk = max(1, int(task.predict_chunk))
-    bar = tqdm(total=len(todo), desc="predict", disable=quiet, unit="case", mininterval=1.0)
+    bar = progress_bar(total=len(todo), desc="predict", requested=not quiet, unit="case")
     for start in range(0, len(todo), chunk):
         entries = todo[start:start + chunk]
         prepared = [_prepare_case(e, p, n_channels) for e in entries]

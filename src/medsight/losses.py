@@ -172,11 +172,15 @@ class SensitivitySpecificityLoss(nn.Module):
 
 # -- voxel-wise losses ---------------------------------------------------------------------------
 class CrossEntropyLoss(nn.Module):
-    """Cross-entropy on logits: softmax CE (label maps or soft one-hot), or BCE-with-logits in sigmoid mode."""
+    """Cross-entropy on logits: softmax CE (label maps or soft one-hot), or BCE-with-logits in sigmoid mode.
 
-    def __init__(self, sigmoid: bool = False, weight: Sequence[float] | None = None):
+    ``weight``: per-class weights (softmax) or per-channel positive weights (sigmoid). Also serves
+    classification: logits ``(B, K)`` with class indices ``(B,)``.
+    """
+
+    def __init__(self, sigmoid: bool = False, weight: Sequence[float] | None = None, label_smoothing: float = 0.0):
         super().__init__()
-        self.sigmoid = sigmoid
+        self.sigmoid, self.label_smoothing = sigmoid, label_smoothing
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -188,7 +192,7 @@ class CrossEntropyLoss(nn.Module):
             return F.binary_cross_entropy_with_logits(logits, truth, pos_weight=pos_weight)
         labels = target_label_map(logits, target)
         truth = labels if labels is not None else target_one_hot(logits, target)
-        return F.cross_entropy(logits, truth, weight=self.weight)
+        return F.cross_entropy(logits, truth, weight=self.weight, label_smoothing=self.label_smoothing)
 
 
 def _class_alpha(alpha: float | Sequence[float] | None, num_channels: int, sigmoid: bool) -> Tensor | None:

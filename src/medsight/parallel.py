@@ -6,7 +6,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Iterable, TypeVar
 
-from tqdm.auto import tqdm
+from medsight.progress import progress as progress_bar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -23,7 +23,7 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None =
     """``[fn(x) for x in items]`` in parallel, results in input order; the first error is re-raised."""
     items = list(items)
     workers = default_workers() if workers is None else workers
-    bar = tqdm(total=len(items), desc=desc, disable=not progress or len(items) < 2, leave=False, mininterval=1.0)
+    bar = progress_bar(total=len(items), desc=desc, requested=progress and len(items) >= 2, leave=False)
     try:
         if workers <= 1 or len(items) < 4:
             out = []

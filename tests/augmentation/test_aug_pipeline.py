@@ -13,7 +13,8 @@ from medsight.errors import PlanError
 
 def test_defaults_are_nnunets():
     p3, p2 = default_params(3), default_params(2)
-    assert p3["rotation"] == pytest.approx([-math.pi / 6, math.pi / 6]) and p2["rotation"] == pytest.approx([-math.pi, math.pi])
+    assert p3["rotation"] == pytest.approx([-math.pi / 6, math.pi / 6])
+    assert p2["rotation"] == pytest.approx([-math.pi, math.pi])
     assert p3["mirror_axes"] == [0, 1, 2] and p2["mirror_axes"] == [0, 1]
     assert (p3["p_rotation"], p3["p_scale"], p3["scale"]) == (0.2, 0.2, [0.7, 1.4])
     assert (p3["p_noise"], p3["p_blur"], p3["p_brightness"], p3["p_contrast"]) == (0.1, 0.2, 0.15, 0.15)
@@ -30,6 +31,21 @@ def test_bad_plan_settings_are_refused():
         TrainingAugmentation(2, {"mirror_axes": [2]})
     with pytest.raises(PlanError):
         TrainingAugmentation(4)
+    with pytest.raises(PlanError, match="probabilities"):
+        TrainingAugmentation(3, {"p_gamma": 1.5})
+
+
+def test_switches_may_carry_their_ranges_as_plans_write_them():
+    aug = TrainingAugmentation(3, {"gamma": [0.8, 1.2], "noise": 0.05, "blur": False, "contrast": [0.9, 1.1]})
+    p = aug.params
+    assert p["gamma"] is True and p["gamma_range"] == [0.8, 1.2]
+    assert p["noise"] is True and p["noise_std"] == [0.0, 0.05]
+    assert p["blur"] is False and p["contrast_range"] == [0.9, 1.1]
+    assert TrainingAugmentation(3, {"noise": 0}).params["noise"] is False
+    with pytest.raises(PlanError):
+        TrainingAugmentation(3, {"gamma": 1.2})
+    with pytest.raises(PlanError):
+        TrainingAugmentation(3, {"blur": [0.5, 1.0, 2.0]})
 
 
 def test_same_generator_same_output_and_record(brats_crop):

@@ -201,3 +201,39 @@ def test_initial_patch_size_covers_every_rotation_and_scale():
     assert initial_patch_size((40, 40), None, (0.7, 1.25)) == (50, 50)
     size3 = initial_patch_size((96, 96, 96), (-math.pi / 6, math.pi / 6))
     assert all(96 * (math.cos(math.pi / 6) + math.sin(math.pi / 6)) <= s <= 96 * math.sqrt(3) for s in size3)
+
+
+@pytest.fixture()
+def cached_cases(tmp_path, brats_crop):
+    """Two cases written in the preprocessing cache's layout (npy image, _seg.npy, _locations.npz)."""
+    cache = pytest.importorskip("medsight.preprocessing.cache")
+    image, label = brats_crop
+    for cid, sl in (("a", slice(0, 120)), ("b", slice(20, 100))):
+        np.save(tmp_path / f"{cid}.npy", np.ascontiguousarray(image[:, sl]))
+        np.save(tmp_path / f"{cid}_seg.npy", np.ascontiguousarray(label[:, sl]))
+        locs = sample_class_locations(label[:, sl], max_per_class=200, seed=0)
+        np.savez(tmp_path / f"{cid}_locations.npz", **{str(k): v for k, v in locs.items()})
+    return cache.CachedCases(tmp_path, ["a", "b"])
+
+
+def test_segmentation_batches_follow_the_plan_and_split_work_between_processes(cached_cases):
+    plan = {"patch_size": [24, 24, 16], "batch_size": 3, "sampler": {"oversample_foreground": 0.33, "threads": 0},
+            "augmentation": {"rotation": [-0.52, 0.52], "scale": [0.7, 1.4], "mirror_axes": [0, 1, 2],
+                             "elastic": False, "gamma": [0.7, 1.5], "noise": 0.1, "blur": [0.5, 1.0],
+                             "brightness": [0.75, 1.25], "contrast": [0.75, 1.25], "low_resolution": [0.5, 1.0]}}
+    from medsight.sampling import segmentation_batches
+
+    single = list(segmentation_batches(cached_cases, plan, (4, 2), steps=4))
+    assert len(single) == 4
+    for images, labels in single:
+        assert images.shape == (3, 2, 24, 24, 16) and labels.shape == (3, 1, 24, 24, 16)
+        assert set(torch.unique(labels).tolist()) <= {0, 1, 2, 3, 4}
+        assert (labels[2] > 0).any()  # nnU-Net's rule: the last third of the batch holds foreground
+    again = list(segmentation_batches(cached_cases, plan, (4, 2), steps=4))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(single, again))
+    rank0 = list(segmentation_batches(cached_cases, plan, (4, 2), steps=2, rank=0, world=2))
+    rank1 = list(segmentation_batches(cached_cases, plan, (4, 2), steps=2, rank=1, world=2))
+    # two processes share out the single-process batches: rank r takes batches r, r + 2, ...
+    assert torch.equal(rank0[1][0], single[2][0]) and torch.equal(rank1[0][0], single[1][0])
+    threaded = list(segmentation_batches(cached_cases, {**plan, "sampler": {"threads": 2}}, (4, 2), steps=4))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(single, threaded))

@@ -49,7 +49,9 @@ def _blur_axis(x: torch.Tensor, sigma: float, axis: int, truncate: float) -> tor
         return x
     kernel = kernel[len(kernel) // 2 - radius: len(kernel) // 2 + radius + 1]
     kernel = kernel / kernel.sum()
-    padded = torch.cat([x.narrow(axis, 1, radius).flip(axis), x, x.narrow(axis, n - 1 - radius, radius).flip(axis)], axis)
+    before = x.narrow(axis, 1, radius).flip(axis)
+    after = x.narrow(axis, n - 1 - radius, radius).flip(axis)
+    padded = torch.cat([before, x, after], axis)
     out = padded.narrow(axis, 0, n) * float(kernel[0])
     for j in range(1, len(kernel)):
         out.add_(padded.narrow(axis, j, n), alpha=float(kernel[j]))
@@ -107,7 +109,8 @@ def std_mean(x: torch.Tensor) -> tuple[float, float]:
     return math.sqrt(max(var, 0.0)), mean
 
 
-def gamma_(img: torch.Tensor, channel: int, gamma: float, invert: bool = False, retain_stats: bool = True) -> torch.Tensor:
+def gamma_(img: torch.Tensor, channel: int, gamma: float, invert: bool = False,
+           retain_stats: bool = True) -> torch.Tensor:
     """Gamma on one channel rescaled to [0, 1]: ``((x - min) / range) ** gamma`` mapped back.
 
     ``invert`` applies it to ``-x`` (brightening dark structures instead); ``retain_stats`` restores the

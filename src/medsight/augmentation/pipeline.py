@@ -42,6 +42,27 @@ _COMMON: dict[str, Any] = {
 }
 
 
+# a switch may also carry its range, as plans write it: {"gamma": [0.7, 1.5], "noise": 0.1}
+_SWITCH_RANGES = {"noise": "noise_std", "blur": "blur_sigma", "brightness": "brightness_range",
+                  "contrast": "contrast_range", "low_resolution": "low_resolution_scale", "gamma": "gamma_range"}
+
+
+def _normalise_switches(params: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``{"gamma": [0.7, 1.5]}`` into ``{"gamma": True, "gamma_range": [0.7, 1.5]}`` (a number: noise std max)."""
+    out = dict(params)
+    for switch, range_key in _SWITCH_RANGES.items():
+        value = out.get(switch)
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise PlanError(f"augmentation {switch!r} range {value!r} must be [lo, hi]")
+            out[switch], out[range_key] = True, [float(v) for v in value]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if switch != "noise":
+                raise PlanError(f"augmentation {switch!r} needs true/false or a [lo, hi] range, not {value!r}")
+            out[switch], out[range_key] = value > 0, [0.0, float(value)]
+    return out
+
+
 def default_params(dims: int) -> dict[str, Any]:
     """nnU-Net's default augmentation settings for 2D or 3D patches, as an editable dict."""
     if dims not in (2, 3):
@@ -63,8 +84,9 @@ class TrainingAugmentation:
     """Random spatial + intensity augmentation of one patch, deterministic given an ``np.random.Generator``.
 
     ``params`` overrides :func:`default_params` key by key; set ``"rotation"``/``"scale"`` to ``None``,
-    ``"mirror_axes"`` to ``[]`` or a boolean switch (``"noise"``, ``"blur"``, ...) to ``False`` to turn a
-    transform off. ``patch_size`` is the output size (default: the input's size).
+    ``"mirror_axes"`` to ``[]`` or a switch (``"noise"``, ``"blur"``, ...) to ``False`` to turn a transform
+    off. A switch may carry its range instead of ``True`` (``"gamma": [0.7, 1.5]``, ``"noise": 0.1`` for
+    the largest noise std). ``patch_size`` is the output size (default: the input's size).
     """
 
     def __init__(self, dims: int, params: dict[str, Any] | None = None, patch_size: Sequence[int] | None = None):
@@ -73,7 +95,10 @@ class TrainingAugmentation:
         unknown = sorted(set(params or {}) - set(self.params))
         if unknown:
             raise PlanError(f"unknown augmentation settings {unknown}", fix=f"use keys among {sorted(self.params)}")
-        self.params.update(params or {})
+        self.params.update(_normalise_switches(params or {}))
+        bad_p = {k: v for k, v in self.params.items() if k.startswith("p_") and not 0.0 <= float(v) <= 1.0}
+        if bad_p:
+            raise PlanError(f"augmentation probabilities outside [0, 1]: {bad_p}")
         self.patch_size = tuple(int(p) for p in patch_size) if patch_size is not None else None
         if self.patch_size is not None and len(self.patch_size) != self.dims:
             raise PlanError(f"patch size {self.patch_size} is not {self.dims}D")
@@ -91,7 +116,8 @@ class TrainingAugmentation:
             return [(float(arr[0]), float(arr[1]))] * n_angles
         if arr.shape == (n_angles, 2):
             return [(float(a), float(b)) for a, b in arr]
-        raise PlanError(f"rotation {rotation!r} must be [lo, hi] radians or one [lo, hi] per rotation axis ({n_angles})")
+        raise PlanError(f"rotation {rotation!r} must be [lo, hi] radians or one [lo, hi] per rotation axis "
+                        f"({n_angles})")
 
     # -- spatial -----------------------------------------------------------------------------------
     def draw_spatial(self, rng: np.random.Generator, patch_size: Sequence[int] | None = None) -> SpatialParams:
@@ -108,7 +134,8 @@ class TrainingAugmentation:
         if p["elastic"] and rng.random() < p["p_elastic"]:
             size = patch_size or self.patch_size
             if size is None:
-                raise PlanError("elastic deformation needs the patch size", fix="pass patch_size to TrainingAugmentation")
+                raise PlanError("elastic deformation needs the patch size",
+                                fix="pass patch_size to TrainingAugmentation")
             displacement = elastic_displacement(size, p["elastic_sigma"], p["elastic_magnitude"], rng)
         matrix = affine_matrix(angles, scale, self.dims, flips) if (angles or scale != 1.0) else None
         return SpatialParams(matrix=matrix, flip_axes=flips, angles=angles, scale=scale, displacement=displacement)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-from tqdm.auto import tqdm
+from medsight.progress import progress as progress_bar
 
 from medsight.datasets.manifest import Case, Manifest
 from medsight.errors import InputError, MedsightError
@@ -178,7 +178,7 @@ def scan_dataset(manifest: Manifest, workers: int = 2, progress: bool = True,
         raise InputError("the dataset has no cases", path=manifest.source or None)
     spec = CheckSpec(manifest.task, manifest.dims, tuple(manifest.channels))
     jobs = _jobs(manifest, spec)
-    bar = tqdm(total=len(jobs), desc="checking files", unit="case", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="checking files", unit="case", requested=progress)
     facts: dict[str, CaseFacts] = {}
     if workers <= 1 or len(jobs) == 1:
         executor = None

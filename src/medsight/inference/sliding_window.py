@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from medsight.progress import progress as progress_bar
 
 from medsight.errors import InputError
 
@@ -157,7 +157,7 @@ def sliding_window_inference(
 
     batch_starts = range(0, len(positions), batch_size)
     with torch.inference_mode():
-        for first in tqdm(batch_starts, desc="sliding window", unit="batch", disable=not progress):
+        for first in progress_bar(batch_starts, desc="sliding window", unit="batch", requested=progress):
             corners = positions[first : first + batch_size]
             windows = [_extract_window(volume, corner, roi, spatial, pad_before) for corner in corners]
             batch = torch.stack(windows).to(device=run_device, dtype=torch.float32)
@@ -277,7 +277,7 @@ def _argmax_first_axis(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
     above = torch.empty(values.shape[1:], dtype=torch.bool, device=values.device)
     for k in range(1, values.shape[0]):
         torch.gt(values[k], best, out=above)
-        labels.add_(above.to(dtype).mul_(k))
+        labels.mul_(~above).add_(above.to(dtype).mul_(k))
         torch.maximum(best, values[k], out=best)
     return labels
 

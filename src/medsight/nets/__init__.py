@@ -2,7 +2,13 @@
 
 Build any of them by name with :func:`create_model`; :func:`list_models` lists the names.
 """
-from medsight.nets.efficientnet import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0, efficientnet_lite0, imagenet_normalize
+from medsight.nets.efficientnet import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EfficientNetLite0,
+    efficientnet_lite0,
+    imagenet_normalize,
+)
 from medsight.nets.multistream import MultiStreamNet
 from medsight.nets.pooling import AttentionMILPooling
 from medsight.nets.registry import create_model, list_models, register_model

@@ -10,6 +10,7 @@ from medsight.sampling.patches import (
     extract_orthogonal_planes,
     initial_patch_size,
     sample_class_locations,
+    segmentation_batches,
 )
 from medsight.sampling.selective import SelectiveSampler
 
@@ -22,4 +23,5 @@ __all__ = [
     "extract_orthogonal_planes",
     "initial_patch_size",
     "sample_class_locations",
+    "segmentation_batches",
 ]

@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
@@ -36,6 +37,7 @@ __all__ = [
     "extract_orthogonal_planes",
     "initial_patch_size",
     "sample_class_locations",
+    "segmentation_batches",
 ]
 
 SeedLike = int | np.random.Generator | None
@@ -181,9 +183,10 @@ class BatchLoader:
 
     def __init__(self, cases: Sequence[Any], patch_size: Sequence[int], batch_size: int = 2,
                  augmentation: TrainingAugmentation | None = None, oversample_foreground: float = 1 / 3,
-                 oversample_mode: str = "batch_tail", seed: int = 0, num_threads: int = 0, prefetch: int = 2,
-                 class_choice: str = "uniform", image_pad_value: float = 0.0, label_pad_value: int = 0,
-                 label_dtype: torch.dtype = torch.int16, case_weights: Sequence[float] | None = None):
+                 oversample_mode: str = "batch_tail", seed: int | Sequence[int] = 0, num_threads: int = 0,
+                 prefetch: int = 2, class_choice: str = "uniform", image_pad_value: float = 0.0,
+                 label_pad_value: int = 0, label_dtype: torch.dtype = torch.int16,
+                 case_weights: Sequence[float] | None = None):
         if not len(cases):
             raise InputError("no cases to sample patches from")
         if oversample_mode not in ("batch_tail", "probabilistic"):
@@ -192,10 +195,11 @@ class BatchLoader:
         self.patch_size = tuple(int(p) for p in patch_size)
         self.batch_size = int(batch_size)
         self.augmentation = augmentation
-        self.sampler = PatchSampler(self.patch_size, oversample_foreground, rng=seed, class_choice=class_choice,
-                                    image_pad_value=image_pad_value, label_pad_value=label_pad_value)
+        self.seed = [int(s) for s in np.atleast_1d(seed)]
+        self.sampler = PatchSampler(self.patch_size, oversample_foreground, rng=np.random.default_rng(self.seed),
+                                    class_choice=class_choice, image_pad_value=image_pad_value,
+                                    label_pad_value=label_pad_value)
         self.oversample_mode = oversample_mode
-        self.seed = int(seed)
         self.num_threads = int(num_threads)
         self.prefetch = max(1, int(prefetch))
         self.label_dtype = label_dtype
@@ -213,7 +217,7 @@ class BatchLoader:
 
     def rng_for(self, epoch: int, index: int) -> np.random.Generator:
         """The generator of batch ``index`` of ``epoch``."""
-        return np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch), int(index)]))
+        return np.random.default_rng(np.random.SeedSequence([*self.seed, int(epoch), int(index)]))
 
     def _forced(self, position: int, rng: np.random.Generator) -> bool:
         p = self.sampler.oversample_foreground
@@ -226,7 +230,9 @@ class BatchLoader:
         """Batch ``index`` of ``epoch``; ``case_indices`` picks the cases (else drawn at random)."""
         rng = self.rng_for(epoch, index)
         images = torch.empty((self.batch_size, self.num_channels, *self.patch_size), dtype=torch.float32)
-        labels = torch.empty((self.batch_size, 1, *self.patch_size), dtype=self.label_dtype) if self.has_labels else None
+        labels = None
+        if self.has_labels:
+            labels = torch.empty((self.batch_size, 1, *self.patch_size), dtype=self.label_dtype)
         for i in range(self.batch_size):
             if case_indices is not None:
                 case_index = int(case_indices[i])
@@ -247,24 +253,52 @@ class BatchLoader:
             if labels is not None and lbl is not None:
                 labels[i].copy_(lbl)
             if record is not None:
-                record.append({"case": case_index, "center": center.tolist(), "class": cls, "transforms": sample_record})
+                record.append({"case": case_index, "center": center.tolist(), "class": cls,
+                               "transforms": sample_record})
         return images, labels
 
-    def iterate(self, epoch: int, num_batches: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """The ``num_batches`` batches of ``epoch`` in order, built ahead by background threads if asked."""
+    def iterate(self, epoch: int, num_batches: int | None = None,
+                indices: Sequence[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Batches ``indices`` (default ``0..num_batches-1``) of ``epoch`` in order, built ahead by threads if asked."""
+        if indices is None:
+            if num_batches is None:
+                raise InputError("iterate needs num_batches or indices")
+            indices = range(num_batches)
         if self.num_threads <= 0:
-            for index in range(num_batches):
+            for index in indices:
                 yield self.batch(epoch, index)
             return
         with ThreadPoolExecutor(self.num_threads) as pool:
             pending: list[Future] = []
             ahead = self.num_threads + self.prefetch
-            for index in range(num_batches):
+            for index in indices:
                 pending.append(pool.submit(self.batch, epoch, index))
                 if len(pending) >= ahead:
                     yield pending.pop(0).result()
             for future in pending:
                 yield future.result()
+
+
+def segmentation_batches(data: Any, plan: Mapping[str, Any], epoch_seed: Sequence[int], steps: int, rank: int = 0,
+                         world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The ``steps`` training batches of one epoch for a segmentation plan, as (images, labels) tensors.
+
+    ``data`` is a :class:`medsight.preprocessing.cache.CachedCases` (``ids``, ``image(id)``, ``label(id)``,
+    ``locations(id)``; arrays memory-mapped). ``epoch_seed`` is ``(seed, epoch)``: batch ``s`` of process
+    ``rank`` is batch ``s * world + rank`` of the epoch, so every process draws different, reproducible
+    batches and a resumed run repeats an uninterrupted one. Plan keys: ``patch_size``, ``batch_size``,
+    ``sampler.oversample_foreground`` (default 1/3), ``augmentation`` (see :class:`TrainingAugmentation`).
+    """
+    patch_size = [int(p) for p in plan["patch_size"]]
+    sampler_cfg = dict(plan.get("sampler") or {})
+    augmentation = TrainingAugmentation(len(patch_size), plan.get("augmentation") or {}, patch_size)
+    cases = [PatchSource(data.image(cid), data.label(cid), data.locations(cid)) for cid in data.ids]
+    *seed, epoch = (int(v) for v in epoch_seed)
+    threads = int(sampler_cfg.get("threads", min(4, (os.cpu_count() or 1) // 4)))
+    loader = BatchLoader(cases, patch_size, int(plan["batch_size"]), augmentation,
+                         oversample_foreground=float(sampler_cfg.get("oversample_foreground", 1 / 3)),
+                         seed=seed or [0], num_threads=threads)
+    yield from loader.iterate(epoch, indices=[step * world + rank for step in range(steps)])
 
 
 def _area_resize(patch: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -276,7 +310,7 @@ def _area_resize(patch: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 def extract_multiscale(image: np.ndarray, center: Sequence[int], patch_size: Sequence[int],
                        scales: Sequence[float] = (1, 2, 4), pad_value: float = 0.0) -> np.ndarray:
-    """(S, C, *patch) views around ``center``: scale ``s`` covers ``s * patch`` voxels, averaged down to the patch size."""
+    """(S, C, *patch) views around ``center``: scale ``s`` covers ``s * patch`` voxels, averaged down to the patch."""
     size = tuple(int(p) for p in patch_size)
     views = []
     for scale in scales:

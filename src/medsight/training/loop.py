@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from medsight.datasets.manifest import atomic_write_text
 from medsight.errors import CheckpointError
 from medsight.planning.plan import plan_hash
 from medsight.preprocessing.cache import CachedCases
+from medsight.progress import bars_enabled
+from medsight.progress import progress as progress_bar
 from medsight.tasks.base import Task
 from medsight.training.checkpoint import load_checkpoint, save_checkpoint
 from medsight.training.distributed import DistContext, barrier, mean_over_processes, unwrap, wrap_model
@@ -85,8 +86,9 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
     if ctx.is_main:
         atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
     model = wrap_model(model, ctx, device)
-    bar = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs, desc=f"train {fold_dir.name}",
-               disable=not (progress and ctx.is_main), unit="epoch")
+    bar = progress_bar(range(start_epoch, epochs), initial=start_epoch, total=epochs, desc=f"train {fold_dir.name}",
+                       requested=progress and ctx.is_main, unit="epoch", mininterval=0)
+    print_epochs = progress and ctx.is_main and not bars_enabled()
     for epoch in bar:
         t0 = time.perf_counter()
         torch.manual_seed(seed * 100003 + epoch)
@@ -131,6 +133,9 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
                                      "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score},
                             p_hash)
             bar.set_postfix({k: v for k, v in row.items() if k in ("train_loss", "val_score")})
+            if print_epochs:
+                print(f"{fold_dir.name} epoch {epoch + 1}/{epochs}: " + ", ".join(
+                    f"{k} {v}" for k, v in row.items() if k in ("train_loss", "val_score", "seconds")), flush=True)
         barrier(ctx)
     final = fold_dir / FINAL
     if ctx.is_main:

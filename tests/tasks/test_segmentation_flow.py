@@ -1,0 +1,47 @@
+"""Segmentation through the whole flow on real crops: 2D PNG (ISBI EM) and 3D NIfTI (BraTS, 2 channels)."""
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+from helpers import shrink_plan, write_brats_cases, write_isbi_pairs
+from PIL import Image as PILImage
+
+from medsight import api
+
+
+def test_2d_png_masks_keep_format_and_shape_and_volumes_csv(tmp_path, shared_data):
+    src = write_isbi_pairs(tmp_path / "em", shared_data)
+    ds = tmp_path / "ds"
+    m = api.import_dataset(src, ds, format="pairs", label_map="0:1,255:0", n_folds=2, progress=False)
+    assert m.task == "segmentation" and m.labels["1"]
+    shrink_plan(ds, epochs=2)
+    run = api.train(ds, fold=0, quiet=True)
+    out = api.predict(run, [src / "images"], tmp_path / "out", quiet=True)
+    mask = np.asarray(PILImage.open(out / "em_00.png"))
+    assert mask.shape == (96, 104) and set(np.unique(mask)) <= {0, 1}
+    with open(out / "volumes.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["case"] for r in rows} == {f"em_{i:02d}" for i in range(4)}
+    assert all(int(r["voxels"]) == int((np.asarray(PILImage.open(out / f"{r['case']}.png")) == 1).sum()) for r in rows)
+    metrics = api.evaluate(out, ds, quiet=True)
+    assert 0.0 <= metrics["mean_dice"] <= 1.0 and metrics["num_cases"] == 4
+
+
+def test_3d_nifti_two_channels_keeps_affine(tmp_path, shared_data):
+    src = write_brats_cases(tmp_path / "brats", shared_data)
+    ds = tmp_path / "ds"
+    m = api.import_dataset(src, ds, format="cases", n_folds=3, progress=False)
+    assert m.dims == 3 and len(m.channels) == 2
+    shrink_plan(ds, epochs=1)
+    run = api.train(ds, fold=0, quiet=True)
+    case_dir = sorted(src.iterdir())[0]
+    out = api.predict(run, [ds], tmp_path / "out", quiet=True)
+    pred = nib.load(out / f"{m.cases[0].id}.nii.gz")
+    ref = nib.load(case_dir / "OTMultiClass.nii.gz")
+    assert pred.shape == ref.shape
+    np.testing.assert_allclose(pred.affine, ref.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 3, 4}
+    with open(out / "volumes.csv") as f:
+        assert "volume_ml" in next(csv.DictReader(f))

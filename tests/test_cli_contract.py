@@ -1,0 +1,189 @@
+"""DESIGN.md's command-line contract, rule by rule, on real (small) data through the real CLI."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from medsight import api
+from medsight.api import case_name
+from medsight.cli import main
+
+CLI = [sys.executable, "-m", "medsight"]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real command line in a subprocess."""
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+# -- case names ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, strip, expected", [
+    ("scan_0003.png", False, ("scan_0003", ".png")),
+    ("scan_0003.nii.gz", False, ("scan_0003", ".nii.gz")),
+    ("drive_21_0000.png", True, ("drive_21", ".png")),
+    ("drive_21_0000.png", False, ("drive_21_0000", ".png")),
+    ("case.1_0001.nii.gz", True, ("case.1", ".nii.gz")),
+    ("brain.mha", True, ("brain", ".mha")),
+])
+def test_case_name_rule(name, strip, expected):
+    assert case_name(name, strip) == expected
+
+
+# -- stages run themselves, the budget becomes a number -----------------------------------------
+def test_train_plans_and_preprocesses_a_fresh_dataset(tmp_path):
+    from helpers import write_npz_subset
+
+    src = write_npz_subset(tmp_path / "b.npz", 32, 8)
+    ds = tmp_path / "ds"
+    api.import_dataset(src, ds, progress=False)
+    assert not (ds / "plan.json").exists()
+    run = api.train(ds, epochs=1, quiet=True)
+    assert (ds / "plan.json").is_file() and (ds / "fingerprint.json").is_file()
+    assert any((ds / "cache").glob("*/train_0000.npy"))
+    assert (run / "fold_0" / "checkpoint_final.pt").is_file()
+
+
+def test_budget_becomes_epochs_and_training_runs_exactly_that_many(tiny_breast):
+    plan = json.loads((tiny_breast / "plan.json").read_text())
+    assert plan["epochs"] == 2
+    run = api.train(tiny_breast, quiet=True)
+    rows = (run / "fold_0" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [0, 1]
+
+
+def test_plan_budget_minutes_sets_epochs(tiny_breast):
+    small = api.plan(tiny_breast, budget_minutes=0.05, quiet=True)
+    large = api.plan(tiny_breast, budget_minutes=5, quiet=True)
+    assert large["epochs"] > small["epochs"] >= 1
+    assert json.loads((tiny_breast / "plan.json").read_text())["epochs"] == large["epochs"]
+
+
+def test_edited_plan_is_obeyed(tiny_breast):
+    plan = json.loads((tiny_breast / "plan.json").read_text())
+    plan["epochs"] = 3
+    (tiny_breast / "plan.json").write_text(json.dumps(plan))
+    run = api.train(tiny_breast, quiet=True)
+    assert len((run / "fold_0" / "log.jsonl").read_text().splitlines()) == 3
+    assert json.loads((run / "plan.json").read_text())["network"]["widths"] == [8, 16, 16, 32]
+
+
+# -- folds --------------------------------------------------------------------------------------
+def test_fold_all_trains_every_case_without_validation(tiny_breast):
+    run = api.train(tiny_breast, fold="all", quiet=True)
+    fold = run / "fold_all"
+    rows = [json.loads(r) for r in (fold / "log.jsonl").read_text().splitlines()]
+    assert all("val_score" not in r for r in rows)
+    decisions = json.loads((fold / "decisions.json").read_text())
+    assert decisions["validation_cases"] == [] and "threshold" not in decisions
+
+
+def test_predict_ensembles_every_fold_of_a_run(tiny_breast, tmp_path):
+    run = api.train(tiny_breast, fold=0, quiet=True)
+    api.train(tiny_breast, fold="all", out=run, quiet=True)
+    _, _, _, models, _ = api.load_run(run, api.resolve_device("cpu"))
+    assert len(models) == 2
+    out = api.predict(run, [tiny_breast], tmp_path / "pred", quiet=True)
+    one = api.predict(run, [tiny_breast], tmp_path / "pred0", folds=[0], quiet=True)
+    p_all = np.loadtxt(out / "predictions.csv", delimiter=",", skiprows=1, usecols=(2, 3))
+    p_one = np.loadtxt(one / "predictions.csv", delimiter=",", skiprows=1, usecols=(2, 3))
+    assert not np.allclose(p_all, p_one)
+
+
+# -- where outputs go, axes ---------------------------------------------------------------------
+def test_classification_outputs_and_array_order(tiny_breast, tmp_path):
+    run = api.train(tiny_breast, quiet=True)
+    z = np.load(json.loads((tiny_breast / "manifest.json").read_text())["source"])
+    img = z["val_images"][3]
+    png = tmp_path / "scan_0003.png"
+    PILImage.fromarray(img).save(png)
+    out = tmp_path / "out"
+    r = run_cli("predict", run, png, tiny_breast, "-o", out)
+    assert r.returncode == 0, r.stderr
+    with open(out / "predictions.csv") as f:
+        rows = {row["case"]: row for row in csv.DictReader(f)}
+    assert list(next(iter(rows.values())).keys()) == ["case", "label", "prob_0", "prob_1"]
+    # the PNG written from the npz array predicts exactly what the npz case predicts
+    assert rows["scan_0003"]["prob_1"] == rows["val_0003"]["prob_1"]
+    assert rows["scan_0003"]["label"] in ("0", "1")
+
+
+# -- errors ---------------------------------------------------------------------------------------
+def test_missing_folder_is_one_line_exit_2(tmp_path):
+    r = run_cli("import", tmp_path / "nope", tmp_path / "ds")
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr and "nope" in r.stderr
+    assert not (tmp_path / "ds" / "manifest.json").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = run_cli("--debug", "import", tmp_path / "nope", tmp_path / "ds")
+    assert r.returncode == 2 and "Traceback" in r.stderr
+
+
+def test_truncated_nifti_in_msd_folder_refused_naming_it(tmp_path, shared_data):
+    import nibabel as nib
+
+    src = tmp_path / "Task01"
+    (src / "imagesTr").mkdir(parents=True)
+    (src / "labelsTr").mkdir()
+    flair = nib.load(shared_data / "brats_examples/brats_2013_pat0004_1/Flair_subtrMeanDivStd.nii.gz")
+    lab = nib.load(shared_data / "brats_examples/brats_2013_pat0004_1/OTMultiClass.nii.gz")
+    crop = (slice(80, 112), slice(80, 112), slice(60, 76))
+    for i in range(3):
+        nib.save(nib.Nifti1Image(np.asarray(flair.dataobj)[crop].astype(np.float32), flair.affine), src / f"imagesTr/c{i}.nii.gz")
+        nib.save(nib.Nifti1Image(np.asarray(lab.dataobj)[crop].astype(np.uint8), lab.affine), src / f"labelsTr/c{i}.nii.gz")
+    raw = (src / "imagesTr/c1.nii.gz").read_bytes()
+    (src / "imagesTr/c1.nii.gz").write_bytes(raw[: len(raw) // 2])
+    (src / "dataset.json").write_text(json.dumps({
+        "name": "t", "modality": {"0": "FLAIR"}, "labels": {"0": "background", "1": "a", "2": "b", "3": "c", "4": "d"},
+        "training": [{"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"} for i in range(3)]}))
+    r = run_cli("import", src, tmp_path / "ds")
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip()
+    assert "c1.nii.gz" in line and "\n" not in line and "Traceback" not in r.stderr
+    assert not (tmp_path / "ds" / "manifest.json").exists()
+
+
+def test_predict_refuses_inputs_that_do_not_fit(tiny_breast, tmp_path):
+    run = api.train(tiny_breast, quiet=True)
+    rgb = tmp_path / "colour.png"
+    PILImage.fromarray(np.zeros((28, 28, 3), np.uint8)).save(rgb)
+    r = run_cli("predict", run, rgb, "-o", tmp_path / "o")
+    assert r.returncode == 2 and "3 channel" in r.stderr and "colour.png" in r.stderr
+
+
+def test_predict_continue_skips_cases_already_written(tiny_breast, tmp_path):
+    run = api.train(tiny_breast, quiet=True)
+    out = tmp_path / "o"
+    api.predict(run, [tiny_breast], out, quiet=True)
+    state = (out / ".medsight_predict.jsonl").read_text().splitlines()
+    # forge the record of one case: --continue must keep it rather than predict it again
+    rec = json.loads(state[0])
+    rec["rows"][0]["prob_0"] = "0.123456"
+    (out / ".medsight_predict.jsonl").write_text("\n".join([json.dumps(rec)] + state[1:]) + "\n")
+    api.predict(run, [tiny_breast], out, continue_=True, quiet=True)
+    with open(out / "predictions.csv") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    assert rows[rec["case"]]["prob_0"] == "0.123456"
+    api.predict(run, [tiny_breast], out, quiet=True)
+    with open(out / "predictions.csv") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    assert rows[rec["case"]]["prob_0"] != "0.123456"
+
+
+def test_help_names_every_command_with_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for cmd in ("import", "plan", "preprocess", "train", "predict", "evaluate", "report", "export", "run", "demo"):
+        assert cmd in text
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "example:" in capsys.readouterr().out
