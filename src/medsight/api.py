@@ -132,13 +132,20 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
     ctx = init_distributed(dev)
     quiet = quiet or not ctx.is_main
     folds = list(range(len(manifest.splits))) if fold == "every" else [fold]
+    from medsight.training.distributed import barrier
+
     if resume and (run_dir / PLAN_NAME).is_file():
         p = load_plan(run_dir)
     else:
-        p = ensure_plan(dataset_dir, budget_minutes, device, quiet=quiet)
+        if ctx.is_main:  # one process plans and preprocesses; the others wait, then read its plan
+            ensure_plan(dataset_dir, budget_minutes, device, quiet=quiet)
+        barrier(ctx)
+        p = load_plan(dataset_dir)
         if epochs is not None:
             p = {**p, "epochs": int(epochs)}
-    preprocess_dataset(dataset_dir, manifest, p, progress=not quiet)
+    if ctx.is_main:
+        preprocess_dataset(dataset_dir, manifest, p, progress=not quiet)
+    barrier(ctx)
     task = get_task(p["task"])
     cache = cache_dir(dataset_dir, p)
     if ctx.is_main:

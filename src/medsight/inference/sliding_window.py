@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from medsight.progress import progress as progress_bar
 
 from medsight.errors import InputError
+from medsight.progress import progress as progress_bar
 
 __all__ = [
     "gaussian_importance_map",

@@ -38,7 +38,9 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.M
     """DistributedDataParallel with synchronised batch norm when several processes train."""
     if ctx.world <= 1:
         return model
-    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    from medsight.training.sync_norm import convert_sync_batchnorm
+
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else convert_sync_batchnorm(model)
     ids = [device.index or 0] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 

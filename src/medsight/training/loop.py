@@ -65,7 +65,8 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
     if plan.get("channels_last") and plan["dims"] == 2:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = task.build_loss(plan)
-    optimizer, scheduler = build_optimizer(model, plan, total_steps=epochs * steps)
+    model = wrap_model(model, ctx, device)  # before the optimiser: wrapping replaces batch-norm modules
+    optimizer, scheduler = build_optimizer(unwrap(model), plan, total_steps=epochs * steps)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and plan.get("mixed_precision", "auto") != False else None  # noqa: E712
     start_epoch, best_score = 0, float("-inf")
     latest = fold_dir / LATEST
@@ -85,7 +86,6 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
     history = _read_log(log_path, start_epoch) if resume else []
     if ctx.is_main:
         atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
-    model = wrap_model(model, ctx, device)
     bar = progress_bar(range(start_epoch, epochs), initial=start_epoch, total=epochs, desc=f"train {fold_dir.name}",
                        requested=progress and ctx.is_main, unit="epoch", mininterval=0)
     print_epochs = progress and ctx.is_main and not bars_enabled()

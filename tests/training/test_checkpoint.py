@@ -1,0 +1,62 @@
+"""Checkpoints: atomic, loaded without unpickling code, tampered or foreign files refused."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from medsight.errors import CheckpointError
+from medsight.training.checkpoint import load_checkpoint, save_checkpoint
+
+
+def _state():
+    net = torch.nn.Linear(3, 2)
+    return {"model": net.state_dict(), "epoch": 4}
+
+
+def test_round_trip_keeps_tensors(tmp_path):
+    state = _state()
+    path = save_checkpoint(tmp_path / "c.pt", state, plan_hash="abc")
+    back = load_checkpoint(path, "abc")
+    assert back["epoch"] == 4
+    torch.testing.assert_close(back["model"]["weight"], state["model"]["weight"])
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_tampered_bytes_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", _state(), plan_hash="abc")
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(path, "abc")
+
+
+def test_truncated_file_without_checksum_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", _state(), plan_hash="abc")
+    (tmp_path / "c.pt.sha256").unlink()
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="not a loadable"):
+        load_checkpoint(path, "abc")
+
+
+def test_pickled_code_is_never_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"magic": "medsight-checkpoint-v1", "x": Evil()}, path, pickle_module=pickle)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_foreign_checkpoint_and_other_plan_refused(tmp_path):
+    torch.save({"state_dict": torch.nn.Linear(2, 2).state_dict()}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="foreign"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    path = save_checkpoint(tmp_path / "c.pt", _state(), plan_hash="abc")
+    with pytest.raises(CheckpointError, match="another plan"):
+        load_checkpoint(path, "xyz")
