@@ -1,0 +1,39 @@
+"""Planning rules, and the time budget becoming a number of epochs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medsight.errors import PlanError
+from medsight.planning.budget import epochs_for_budget
+from medsight.planning.plan import target_spacing_rule, validate_plan
+from medsight.tasks.segmentation import patch_size_rule
+
+
+def test_target_spacing_is_median_and_none_when_equal():
+    sp = np.array([[1.0, 1.0, 1.0]] * 4)
+    assert target_spacing_rule(sp, np.ones((4, 3))) is None
+    sp = np.array([[0.8, 0.8, 2.0], [1.0, 1.0, 2.5], [0.9, 0.9, 3.0]])
+    assert target_spacing_rule(sp, np.ones((3, 3))) == pytest.approx([0.9, 0.9, 2.5])
+
+
+def test_anisotropic_axis_takes_tenth_percentile():
+    sp = np.array([[0.7, 0.7, 5.0], [0.7, 0.7, 5.0], [0.7, 0.7, 2.5], [0.7, 0.7, 6.0]])
+    t = target_spacing_rule(sp, np.ones((4, 3)))
+    assert t[:2] == pytest.approx([0.7, 0.7]) and t[2] == pytest.approx(np.percentile(sp[:, 2], 10))
+
+
+def test_epochs_from_budget():
+    assert epochs_for_budget(0.5, 50, 20, overhead_fraction=0.1, data_overhead=1.0) == int(20 * 60 * 0.9 / 25)
+    assert epochs_for_budget(100.0, 50, 1) == 1
+
+
+def test_patch_rule_fits_budget_and_divides():
+    patch = patch_size_rule([584, 565], [1.0, 1.0], 256 * 256)
+    assert np.prod(patch) <= 256 * 256 * 1.3 and all(p % 16 == 0 for p in patch)
+    assert patch_size_rule([40, 40], [1, 1], 256 * 256) == [48, 48]
+
+
+def test_edited_plan_missing_entries_refused():
+    with pytest.raises(PlanError, match="epochs"):
+        validate_plan({"task": "segmentation"})
