@@ -75,3 +75,11 @@ def write_brats_cases(root: Path, shared_data: Path, n: int = 3) -> Path:
             nib.save(nib.Nifti1Image(data.astype(np.uint8 if name == "OTMultiClass" else np.float32), affine),
                      out / f"{name}.nii.gz")
     return root
+
+
+def link_files(files: list[Path], folder: Path) -> Path:
+    """Symlink ``files`` into ``folder`` (created) under their own names; returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (folder / f.name).symlink_to(f)
+    return folder

@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import link_files
+from helpers import link_files
 from PIL import Image as PILImage
 
 from medsight.datasets import Case, Manifest, check_dataset, import_dataset

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import link_files
+from helpers import link_files
 
 from medsight.datasets import Manifest, detect_format, import_dataset
 from medsight.datasets.importers.pairs import match_by_id

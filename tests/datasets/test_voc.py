@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import link_files
+from helpers import link_files
 
 from medsight.datasets import detect_format, import_dataset
 from medsight.errors import InputError

@@ -182,6 +182,13 @@ def test_one_hot_predictor_reproduces_real_label_exactly(shared_data):
         np.testing.assert_array_equal(labels, label)
 
 
+def test_many_classes_give_int16_labels():
+    labels = torch.randint(0, 300, (1, 12, 10, 9)).float()
+    result = sliding_window_inference(labels, _one_hot_predictor(300), (8, 8, 8), 300)
+    assert result.dtype == np.int16
+    np.testing.assert_array_equal(result, labels[0].numpy())
+
+
 def test_mirroring_with_flip_equivariant_predictor_equals_no_mirroring():
     torch.manual_seed(4)
     conv = torch.nn.Conv3d(2, 3, 3, padding=1)

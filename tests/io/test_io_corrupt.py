@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from corpus import make_corrupt_corpus
+from io_corpus import make_corrupt_corpus
 
 from medsight.errors import InputError
 from medsight.io import read_header, read_image

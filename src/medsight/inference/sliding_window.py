@@ -4,8 +4,8 @@ Windows are ordered along the first spatial axis (row-major, as MONAI orders the
 accumulator only covers the slab of planes that windows still to come can touch (a ring buffer of
 ``roi_size[0]`` planes); planes that no remaining window touches are averaged, turned into the
 requested output and released. For ``output="argmax"`` the extra memory is therefore about
-``K x roi_depth x H x W`` floats instead of MONAI's ``K x D x H x W`` output plus a ``D x H x W``
-count map.
+``(K + 1) x roi_depth x H x W`` floats (the ring and one row of summed weights) instead of MONAI's
+``K x D x H x W`` output plus a ``D x H x W`` count map.
 
 Window placement and weights equal MONAI's ``sliding_window_inference(mode="gaussian")``:
 step ``int(roi * (1 - overlap))`` (at least 1), the last window flush with the border, images
@@ -153,7 +153,7 @@ def sliding_window_inference(
     positions = window_positions(padded, roi, overlap)
     weights = gaussian_importance_map(roi, gaussian_sigma_scale).to(run_device)
     sink = _OutputSink(spatial, pad_before, num_classes, output, activation)
-    accumulator = _RollingAccumulator(num_classes, roi, padded, weights, sink)
+    accumulator = _RollingAccumulator(num_classes, roi, padded, overlap, weights, sink)
 
     batch_starts = range(0, len(positions), batch_size)
     with torch.inference_mode():
@@ -173,19 +173,26 @@ class _RollingAccumulator:
     """Weighted logit sums for the planes (first spatial axis) that pending windows can still touch.
 
     A ring buffer of ``roi[0]`` planes: plane ``p`` lives at ring index ``p % roi[0]``. Windows must
-    arrive ordered by their first-axis start; when one starts past the oldest pending plane, every
-    plane before it is final and goes to the sink, and its ring planes are zeroed for reuse.
+    arrive ordered by their first-axis start and cover the whole window grid once; when one starts
+    past the oldest pending plane, every plane before it is final: it is divided by its weight sum,
+    handed to the sink, and its ring slot zeroed for reuse. The weight sum is not accumulated per
+    window: every row of windows (same first-axis start) has the same in-plane grid, so one row's
+    summed weights, shifted to each row's start, give it.
     """
 
-    def __init__(self, num_classes: int, roi: tuple[int, ...], padded: tuple[int, ...], weights: torch.Tensor, sink):
+    def __init__(self, num_classes: int, roi, padded, overlap, weights: torch.Tensor, sink):
         self.ring_len = roi[0]
         self.roi = roi
         self.padded = padded
         self.weights = weights
         self.sink = sink
-        ring_shape = (self.ring_len, *padded[1:])
-        self.logit_sum = torch.zeros((num_classes, *ring_shape), dtype=torch.float32, device=weights.device)
-        self.weight_sum = torch.zeros(ring_shape, dtype=torch.float32, device=weights.device)
+        overlaps = _per_axis(overlap, len(roi), "overlap")
+        self.row_starts = window_starts(padded[0], roi[0], overlaps[0])
+        self.row_weight = torch.zeros((roi[0], *padded[1:]), dtype=torch.float32, device=weights.device)
+        for corner in window_positions(padded[1:], roi[1:], overlaps[1:]):
+            self.row_weight[(slice(None), *_window_slices(corner, roi[1:]))] += weights
+        ring_shape = (num_classes, self.ring_len, *padded[1:])
+        self.logit_sum = torch.zeros(ring_shape, dtype=torch.float32, device=weights.device)
         self.first_pending = 0
 
     def add(self, corner: tuple[int, ...], window_logits: torch.Tensor) -> None:
@@ -193,13 +200,11 @@ class _RollingAccumulator:
         if corner[0] < self.first_pending:
             raise RuntimeError("windows must arrive ordered along the first spatial axis")
         self._finalize_until(corner[0])
-        inplane = tuple(slice(c, c + r) for c, r in zip(corner[1:], self.roi[1:]))
+        inplane = _window_slices(corner[1:], self.roi[1:])
         for ring_start, offset, length in self._ring_segments(corner[0], self.roi[0]):
-            ring_planes = slice(ring_start, ring_start + length)
             window_planes = slice(offset, offset + length)
-            weight = self.weights[window_planes]
-            self.logit_sum[(slice(None), ring_planes, *inplane)].addcmul_(window_logits[:, window_planes], weight)
-            self.weight_sum[(ring_planes, *inplane)].add_(weight)
+            target = self.logit_sum[(slice(None), slice(ring_start, ring_start + length), *inplane)]
+            target.addcmul_(window_logits[:, window_planes], self.weights[window_planes])
 
     def finish(self) -> None:
         """Send every remaining plane to the sink."""
@@ -207,18 +212,24 @@ class _RollingAccumulator:
 
     def _finalize_until(self, stop: int) -> None:
         """Average planes [first_pending, stop), hand them to the sink and clear their ring slots."""
-        if stop <= self.first_pending:
-            return
-        plane_values = self.logit_sum[:, 0].numel()
-        chunk = max(1, _FINALIZE_CHUNK_VALUES // max(plane_values, 1))
-        for ring_start, offset, length in self._ring_segments(self.first_pending, stop - self.first_pending):
-            for sub in range(0, length, chunk):
-                planes = slice(ring_start + sub, ring_start + min(sub + chunk, length))
-                logit_view, weight_view = self.logit_sum[:, planes], self.weight_sum[planes]
-                self.sink.write(self.first_pending + offset + sub, logit_view.div_(weight_view))
+        chunk = max(1, _FINALIZE_CHUNK_VALUES // self.logit_sum[:, 0].numel())
+        for first in range(self.first_pending, stop, chunk):
+            last = min(first + chunk, stop)
+            weight_sum = self._weight_sum(first, last)
+            for ring_start, offset, length in self._ring_segments(first, last - first):
+                logit_view = self.logit_sum[:, ring_start : ring_start + length]
+                self.sink.write(first + offset, logit_view.div_(weight_sum[offset : offset + length]))
                 logit_view.zero_()
-                weight_view.zero_()
-        self.first_pending = stop
+        self.first_pending = max(stop, self.first_pending)
+
+    def _weight_sum(self, first: int, last: int) -> torch.Tensor:
+        """Summed window weights of planes [first, last): each row's weights shifted to its start."""
+        total = torch.zeros((last - first, *self.padded[1:]), dtype=torch.float32, device=self.weights.device)
+        for row in self.row_starts:
+            lo, hi = max(first, row), min(last, row + self.roi[0])
+            if lo < hi:
+                total[lo - first : hi - first] += self.row_weight[lo - row : hi - row]
+        return total
 
     def _ring_segments(self, start: int, length: int) -> list[tuple[int, int, int]]:
         """Split planes [start, start+length) into (ring index, offset within the range, length) runs."""
@@ -228,6 +239,11 @@ class _RollingAccumulator:
         if first < length:
             segments.append((0, first, length - first))
         return segments
+
+
+def _window_slices(corner: Sequence[int], roi: Sequence[int]) -> tuple[slice, ...]:
+    """The slices of the window of size ``roi`` at ``corner``."""
+    return tuple(slice(c, c + r) for c, r in zip(corner, roi))
 
 
 class _OutputSink:

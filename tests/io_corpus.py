@@ -1,11 +1,6 @@
 """A corpus of broken image files, each made from a real file, for tests that check error messages.
 
-Reuse from other test folders (tests/io is not a package, its name would shadow the stdlib ``io``):
-
-    import importlib.util, pathlib
-    spec = importlib.util.spec_from_file_location("io_corpus", pathlib.Path(__file__).parents[1] / "io" / "corpus.py")
-    corpus = importlib.util.module_from_spec(spec); spec.loader.exec_module(corpus)
-    files = corpus.make_corrupt_corpus(tmp_path)   # {"truncated_nii_gz": Path, ...}
+Import it as ``from io_corpus import make_corrupt_corpus`` (tests/ is on the test path).
 """
 from __future__ import annotations
 
