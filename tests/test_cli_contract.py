@@ -97,20 +97,25 @@ def test_predict_ensembles_every_fold_of_a_run(tiny_breast, tmp_path):
 
 
 # -- where outputs go, axes ---------------------------------------------------------------------
-def test_classification_outputs_and_array_order(tiny_breast, tmp_path):
+def test_classification_outputs_and_array_order_from_png_and_nifti(tiny_breast, tmp_path):
     run = api.train(tiny_breast, quiet=True)
     z = np.load(json.loads((tiny_breast / "manifest.json").read_text())["source"])
     img = z["val_images"][3]
     png = tmp_path / "scan_0003.png"
     PILImage.fromarray(img).save(png)
+    nii = tmp_path / "scan_0004.nii.gz"
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(z["val_images"][4], np.eye(4)), nii)
     out = tmp_path / "out"
-    r = run_cli("predict", run, png, tiny_breast, "-o", out)
+    r = run_cli("predict", run, png, nii, tiny_breast, "-o", out)
     assert r.returncode == 0, r.stderr
     with open(out / "predictions.csv") as f:
         rows = {row["case"]: row for row in csv.DictReader(f)}
     assert list(next(iter(rows.values())).keys()) == ["case", "label", "prob_0", "prob_1"]
     # the PNG written from the npz array predicts exactly what the npz case predicts
     assert rows["scan_0003"]["prob_1"] == rows["val_0003"]["prob_1"]
+    assert rows["scan_0004"]["prob_1"] == rows["val_0004"]["prob_1"]
     assert rows["scan_0003"]["label"] in ("0", "1")
 
 

@@ -45,3 +45,28 @@ def test_3d_nifti_two_channels_keeps_affine(tmp_path, shared_data):
     assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 3, 4}
     with open(out / "volumes.csv") as f:
         assert "volume_ml" in next(csv.DictReader(f))
+
+
+def test_nnunet_layout_groups_channel_files_and_strips_the_suffix(tmp_path, shared_data):
+    import json
+    import shutil
+
+    src = write_brats_cases(tmp_path / "brats", shared_data)
+    raw = tmp_path / "Dataset001_Brats"
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "labelsTr").mkdir()
+    for case in sorted(src.iterdir()):
+        shutil.copy(case / "Flair_subtrMeanDivStd.nii.gz", raw / f"imagesTr/{case.name}_0000.nii.gz")
+        shutil.copy(case / "T1c_subtrMeanDivStd.nii.gz", raw / f"imagesTr/{case.name}_0001.nii.gz")
+        shutil.copy(case / "OTMultiClass.nii.gz", raw / f"labelsTr/{case.name}.nii.gz")
+    (raw / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "FLAIR", "1": "T1c"}, "file_ending": ".nii.gz", "numTraining": 3,
+        "labels": {"background": 0, "necrosis": 1, "oedema": 2, "non_enhancing": 3, "enhancing": 4}}))
+    ds = tmp_path / "ds"
+    m = api.import_dataset(raw, ds, n_folds=3, progress=False)
+    assert m.strip_channel_suffix and len(m.channels) == 2
+    shrink_plan(ds, epochs=1)
+    run = api.train(ds, fold=0, quiet=True)
+    out = api.predict(run, [raw / "imagesTr"], tmp_path / "out", quiet=True)
+    names = sorted(p.name for p in out.glob("*.nii.gz"))
+    assert names == sorted(f"{c.name}.nii.gz" for c in src.iterdir())
