@@ -330,8 +330,17 @@ def _prepare_case(entry: dict, p: dict, n_channels: int):
 # -- evaluate -----------------------------------------------------------------------------------
 def evaluate(out_dir: str | Path, reference: str | Path, output: str | Path | None = None,
              case_ids: Sequence[str] | None = None, quiet: bool = False) -> dict:
-    """Score the predictions in OUT_DIR against REFERENCE (a dataset folder); write ``metrics.json``."""
-    manifest = Manifest.load(reference)
+    """Score the predictions in OUT_DIR against REFERENCE; write ``metrics.json``.
+
+    REFERENCE is a dataset folder (any task), or for segmentation a folder of reference masks named like
+    the predictions (``<case><extension>``, label values as in the predictions).
+    """
+    from medsight.datasets.manifest import MANIFEST_NAME
+
+    if not (Path(reference) / MANIFEST_NAME).is_file() and Path(reference).is_dir():
+        manifest = _mask_folder_manifest(Path(reference), Path(out_dir))
+    else:
+        manifest = Manifest.load(reference)
     task = get_task(manifest.task)
     if not Path(out_dir).is_dir():
         raise InputError("no such predictions folder", path=out_dir)
@@ -340,6 +349,27 @@ def evaluate(out_dir: str | Path, reference: str | Path, output: str | Path | No
     atomic_write_text(path, json.dumps(_jsonable(metrics), indent=1))
     _log(f"metrics of {metrics['num_cases']} case(s) written to {path}", quiet)
     return metrics
+
+
+def _mask_folder_manifest(reference: Path, out_dir: Path) -> Manifest:
+    """A segmentation manifest whose cases are the reference masks that have a prediction of the same name."""
+    from medsight.datasets.manifest import Case
+    from medsight.io import read_image
+
+    predicted = {split_extension(p.name)[0] for p in out_dir.iterdir() if p.is_file() and split_extension(p.name)[1]}
+    cases, values = [], set()
+    for f in sorted(reference.iterdir()):
+        name, ext = split_extension(f.name)
+        if ext and name in predicted:
+            cases.append(Case(id=name, images=[str(f)], label=str(f)))
+            values |= {int(v) for v in np.unique(read_image(f).array)}
+    if not cases:
+        raise InputError("no reference mask here has the name of a prediction", path=reference,
+                         fix="name masks <case><extension> like the predictions, or give the dataset folder")
+    values |= {0}
+    img = read_image(cases[0].images[0])
+    return Manifest(name=reference.name, task="segmentation", dims=img.ndim, channels=["mask"],
+                    labels={str(v): f"label_{v}" if v else "background" for v in sorted(values)}, cases=cases)
 
 
 def _jsonable(x):

@@ -27,6 +27,15 @@ def test_2d_png_masks_keep_format_and_shape_and_volumes_csv(tmp_path, shared_dat
     assert all(int(r["voxels"]) == int((np.asarray(PILImage.open(out / f"{r['case']}.png")) == 1).sum()) for r in rows)
     metrics = api.evaluate(out, ds, quiet=True)
     assert 0.0 <= metrics["mean_dice"] <= 1.0 and metrics["num_cases"] == 4
+    # a folder of reference masks named like the predictions (values as in the predictions) works too
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i in range(4):
+        lab = np.asarray(PILImage.open(src / f"labels/em_{i:02d}.png"))
+        PILImage.fromarray((lab == 0).astype(np.uint8)).save(refs / f"em_{i:02d}.png")
+    again = api.evaluate(out, refs, output=tmp_path / "m2.json", quiet=True)
+    assert again["num_cases"] == 4
+    assert abs(again["mean_dice"] - metrics["mean_dice"]) < 1e-9
 
 
 def test_3d_nifti_two_channels_keeps_affine(tmp_path, shared_data):
