@@ -32,13 +32,17 @@ GOAL_MAP50 = 0.88
 
 
 def medsight(*args: str, threads: int | None) -> float:
-    """Run one ``medsight`` CLI command; return its wall time (exit on failure)."""
+    """Run one ``medsight`` CLI command with ``threads`` torch threads; return its wall time (exit on failure)."""
     cmd = [sys.executable, "-m", "medsight", *args]
-    if threads and args[0] in ("train", "predict"):
-        cmd += ["--threads", str(threads)]
-    print("$", " ".join(cmd[2:]), flush=True)
+    env = dict(os.environ)
+    if threads:  # the plan times its step with the threads training will use
+        env.update({"OMP_NUM_THREADS": str(threads), "MEDSIGHT_THREADS": str(threads)})
+        if args[0] in ("train", "predict"):
+            cmd += ["--threads", str(threads)]
+    shown = [a if len(a) < 80 else f"...{a[-30:]}" for a in cmd[2:]]
+    print("$", " ".join(shown[:12]) + (f" ... ({len(shown)} arguments)" if len(shown) > 12 else ""), flush=True)
     start = time.perf_counter()
-    result = subprocess.run(cmd)
+    result = subprocess.run(cmd, env=env)
     if result.returncode:
         sys.exit(f"medsight {args[0]} failed with status {result.returncode}")
     return time.perf_counter() - start
@@ -77,11 +81,16 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=30.0, help="training budget (default 30)")
     parser.add_argument("--quick", action="store_true", help="3-minute smoke run")
     parser.add_argument("--selective", action="store_true", help="also train with the selective sampler")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: 1 when the machine is already busy, else all cores: on an "
+                             "oversubscribed CPU two threads wait on each other and run slower than one)")
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "medsight_bccd",
                         help="scratch folder (dataset, runs, predictions)")
     args = parser.parse_args()
     budget = 3.0 if args.quick else args.budget_minutes
+    cores = os.cpu_count() or 1
+    load = load_average()
+    threads = args.threads or (1 if load and load[0] >= cores else cores)
     source = SHARED_DATA / "bccd"
     if not (source / "splits" / "val.txt").is_file():
         sys.exit(f"BCCD not found at {source}")
@@ -90,21 +99,23 @@ def main() -> None:
     shutil.rmtree(dataset, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     import_s = medsight("import", str(source), str(dataset), "--format", "voc", threads=None)
-    plan_s = medsight("plan", str(dataset), "--budget-minutes", str(budget), threads=None)
+    plan_s = medsight("plan", str(dataset), "--budget-minutes", str(budget), threads=threads)
     val_ids = (source / "splits" / "val.txt").read_text().split()
     val_images = [source / "JPEGImages" / f"{i}.jpg" for i in val_ids]
     plan = json.loads((dataset / "plan.json").read_text())
-    runs = {"default": train_and_score(dataset, work, "default", val_images, args.threads, selective=False)}
+    runs = {"default": train_and_score(dataset, work, "default", val_images, threads, selective=False)}
     if args.selective:
-        runs["selective"] = train_and_score(dataset, work, "selective", val_images, args.threads, selective=True)
+        runs["selective"] = train_and_score(dataset, work, "selective", val_images, threads, selective=True)
     main_run = runs["default"]
     payload = {
         "data": {"source": "BCCD (../shared/data/bccd)", "train": "splits/train.txt (205 images)",
                  "validation": f"splits/val.txt ({len(val_ids)} images)", "classes": ["Platelets", "RBC", "WBC"]},
-        "quick": bool(args.quick), "budget_minutes": budget, "import_seconds": round(import_s, 1),
+        "quick": bool(args.quick), "budget_minutes": budget, "threads": threads, "load_average_at_start": load,
+        "import_seconds": round(import_s, 1),
         "plan_seconds": round(plan_s, 1),
         "plan": {k: plan.get(k) for k in ("target_spacing", "resolution_scale", "patch_size", "batch_size", "network",
-                                          "detection", "optimizer", "augmentation", "measured_step_seconds")},
+                                          "detection", "optimizer", "augmentation", "inference", "epochs",
+                                          "steps_per_epoch", "measured_step_seconds")},
         "medsight": runs, "peers": PEERS, "goal_map50": GOAL_MAP50,
         "ratios": {"map50_vs_monai_retinanet": round(main_run["summary"]["ap50"]["value"] / 0.668, 3),
                    "map50_vs_goal": round(main_run["summary"]["ap50"]["value"] / GOAL_MAP50, 3)},

@@ -56,17 +56,23 @@ def sample_patch(image: np.ndarray, lo: np.ndarray, hi: np.ndarray, labels: np.n
     start = np.zeros(nd) if whole else np.array(
         [_placement(shape[a] * zoom, int(patch[a]), rng, None if focus is None else focus[a]) for a in range(nd)])
     mirror = [a for a in aug.get("mirror_axes", []) if rng.random() < 0.5]
-    # input position (pixels) of each output pixel, per axis; normalised to [-1, 1] for grid_sample
-    coords = []
+    # input position (pixels) of each output pixel, per axis; only the region they read (plus a one-pixel
+    # margin for the interpolation) is taken from the image, so a memory-mapped volume is read in part
+    positions, region = [], []
     for a in range(nd):
         pos = (np.arange(patch[a]) + 0.5 + start[a]) / zoom
-        if a in mirror:
-            pos = pos[::-1]
-        coords.append(torch.from_numpy(2.0 * pos / shape[a] - 1.0).float())
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+        lo_px = int(np.clip(np.floor(pos[0] - 1.0), 0, shape[a]))
+        hi_px = int(np.clip(np.ceil(pos[-1] + 1.0), lo_px + 1, shape[a]))
+        lo_px = min(lo_px, hi_px - 1)
+        positions.append(pos[::-1] if a in mirror else pos)
+        region.append((lo_px, hi_px))
+    crop = np.asarray(image[(slice(None), *[slice(a, b) for a, b in region])], dtype=np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(crop))[None]
     if whole and not mirror and tuple(patch) == tuple(image.shape[1:]):
         out = x[0]
-    else:
+    else:  # normalised to [-1, 1] over the crop for grid_sample (outside it: zeros, as outside the image)
+        coords = [torch.from_numpy(2.0 * (pos - r[0]) / (r[1] - r[0]) - 1.0).float()
+                  for pos, r in zip(positions, region)]
         mesh = torch.meshgrid(*coords, indexing="ij")
         grid = torch.stack(mesh[::-1], dim=-1)[None]  # grid_sample wants (x, y[, z]) = last axis first
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]

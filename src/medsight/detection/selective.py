@@ -43,7 +43,8 @@ class SelectiveState:
         """The file holding what rank ``rank`` of ``world`` saw in ``epoch``."""
         return self.folder / f"{self.key}_epoch{epoch:05d}_rank{rank}of{world}.json"
 
-    def record(self, epoch: int, indices: Sequence[int], losses: Sequence[float], rank: int = 0, world: int = 1) -> Path:
+    def record(self, epoch: int, indices: Sequence[int], losses: Sequence[float], rank: int = 0,
+               world: int = 1) -> Path:
         """Write the items seen in ``epoch`` (by this rank) and their losses, atomically."""
         self.folder.mkdir(parents=True, exist_ok=True)
         payload = {"indices": [int(i) for i in indices], "losses": [float(v) for v in losses]}

@@ -14,6 +14,7 @@ from medsight.nets.pooling import AttentionMILPooling
 from medsight.nets.registry import create_model, list_models, register_model
 from medsight.nets.resnet import ResNet
 from medsight.nets.unet import UNet, plan_unet, unet_divisor
+import medsight.nets.centernet  # noqa: E402,F401  (registers "centernet"; imported after the registry to avoid a cycle)
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -8,7 +8,9 @@ The grid has ``ceil(size / stride)`` cells per axis, so any input size works.
 Two encoders:
 
 - ``efficientnet_lite0``: the ImageNet EfficientNet-Lite0 (2D, RGB-normalised input) with a small
-  feature-pyramid decoder (strides 32 -> 4, ``decoder_channels`` wide);
+  feature-pyramid decoder (strides 32 -> 4, ``decoder_channels`` wide); ``frozen_units`` first units
+  (stem, MBConv blocks) keep their ImageNet weights (6: everything up to stride 8, which makes a CPU
+  training step about 1.5x cheaper);
 - ``unet``: the foundation's U-Net encoder and decoder (2D or 3D, any channels), decoded down to the
   first level whose stride is at most ``output_stride``.
 
@@ -58,7 +60,8 @@ class PyramidDecoder(nn.Module):
 class EfficientNetTrunk(nn.Module):
     """EfficientNet-Lite0 feature maps at strides 4..32 fused by a :class:`PyramidDecoder` at stride 4."""
 
-    def __init__(self, in_channels: int = 3, pretrained: bool = True, decoder_channels: int = 64):
+    def __init__(self, in_channels: int = 3, pretrained: bool = True, decoder_channels: int = 64,
+                 frozen_units: int = 0):
         super().__init__()
         from medsight.nets.efficientnet import efficientnet_lite0
 
@@ -66,6 +69,8 @@ class EfficientNetTrunk(nn.Module):
         self.encoder.head = nn.Identity()  # unused classifier: no parameter without a gradient under DDP
         self.encoder.backbone._conv_head = nn.Identity()
         self.encoder.backbone._bn1 = nn.Identity()
+        if frozen_units:  # the first units (stem, blocks) keep their ImageNet weights and statistics
+            self.encoder.freeze_backbone(len(self.encoder.backbone_units()) - int(frozen_units))
         self.decoder = PyramidDecoder(self.encoder.feature_channels[1:], decoder_channels)
         self.out_channels = decoder_channels
         self.stride = [4, 4]
@@ -76,7 +81,7 @@ class EfficientNetTrunk(nn.Module):
         return self.decoder(self.encoder.feature_maps(x)[1:])
 
     def backbone_parameters(self) -> list[nn.Parameter]:
-        """The pretrained encoder's parameters."""
+        """The pretrained encoder's parameters (frozen ones included; the optimiser skips those)."""
         return list(self.encoder.parameters())
 
 
@@ -137,13 +142,13 @@ class CenterNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, K + 2 nd, *ceil(spatial / stride))``: heatmap logits, log sizes, offsets."""
-        spatial = x.shape[2:]
-        pad = [(-int(s)) % d for s, d in zip(spatial, self.divisor)]
+        pad = [(-int(s)) % d for s, d in zip(x.shape[2:], self.divisor)] if max(self.divisor) > 1 else []
         if any(pad):  # pad at the end only: cell coordinates stay those of the unpadded image
-            x = F.pad(x, [p for q in reversed(pad) for p in (0, q)])
-        f = self.trunk(x)
-        grid = [math.ceil(int(s) / st) for s, st in zip(spatial, self.stride)]
-        f = f[(slice(None), slice(None), *[slice(0, g) for g in grid])]
+            grid = [math.ceil(int(s) / st) for s, st in zip(x.shape[2:], self.stride)]
+            f = self.trunk(F.pad(x, [p for q in reversed(pad) for p in (0, q)]))
+            f = f[(slice(None), slice(None), *[slice(0, g) for g in grid])]
+        else:  # no padding (the EfficientNet trunk pads per layer): traced shapes stay dynamic for ONNX
+            f = self.trunk(x)
         return torch.cat([self.heatmap(f), self.size(f), self.offset(f)], dim=1)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
@@ -158,6 +163,7 @@ class CenterNet(nn.Module):
 
 def centernet(num_classes: int, encoder: str = "efficientnet_lite0", spatial_dims: int = 2, in_channels: int = 3,
               pretrained: bool = True, decoder_channels: int = 64, head_channels: int = 64, output_stride: int = 4,
+              frozen_units: int = 0,
               features: Sequence[int] | None = None, strides: Sequence[Sequence[int]] | None = None,
               kernel_sizes: Sequence[Sequence[int]] | None = None, norm: str = "instance") -> CenterNet:
     """A dense centre/size/offset detector with the named encoder (``efficientnet_lite0`` or ``unet``)."""
@@ -165,7 +171,7 @@ def centernet(num_classes: int, encoder: str = "efficientnet_lite0", spatial_dim
         if spatial_dims != 2:
             raise InputError(f"the efficientnet_lite0 encoder is 2D, asked for spatial_dims={spatial_dims}",
                              fix='use encoder "unet" for 3D images')
-        trunk: nn.Module = EfficientNetTrunk(in_channels, pretrained, decoder_channels)
+        trunk: nn.Module = EfficientNetTrunk(in_channels, pretrained, decoder_channels, frozen_units)
     elif encoder == "unet":
         if features is None or strides is None or kernel_sizes is None:
             raise InputError("the unet encoder needs features, strides and kernel_sizes (plan_unet gives them)")

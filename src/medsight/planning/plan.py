@@ -117,7 +117,9 @@ def load_plan(path_or_dir: str | Path) -> dict:
 
 def plan_hash(plan: dict) -> str:
     """Hash of everything in the plan that changes training (not the budget's bookkeeping)."""
-    skip = {"measured_step_seconds", "budget_minutes", "medsight_version", "device_planned", "fingerprint_signature"}
+    # inference settings (overlap, mirroring, NMS) may be edited after training without retraining
+    skip = {"measured_step_seconds", "budget_minutes", "medsight_version", "device_planned", "fingerprint_signature",
+            "inference"}
     sub = {k: v for k, v in plan.items() if k not in skip}
     return hashlib.sha1(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
 

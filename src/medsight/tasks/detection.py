@@ -9,6 +9,7 @@ heatmap's local maxima into boxes, applies per-class NMS and keeps every candida
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from pathlib import Path
 from typing import Iterator
@@ -82,7 +83,8 @@ class DetectionTask(Task):
         n_classes = len([v for v in manifest.labels if int(v) != 0])
         channels = int(fingerprint["num_channels"])
         median_spacing = np.asarray(fingerprint["median_spacing"], float)
-        common = target_spacing_rule(np.asarray(fingerprint["spacings"], float), np.asarray(fingerprint["shapes"], float))
+        common = target_spacing_rule(np.asarray(fingerprint["spacings"], float),
+                                     np.asarray(fingerprint["shapes"], float))
         base = np.asarray(common if common is not None else median_spacing, float)
         scale = resolution_scale(fingerprint.get("object_size", {}), OUTPUT_STRIDE, kind,
                                  spacing_ratio=float(np.min(median_spacing / base)))
@@ -90,10 +92,6 @@ class DetectionTask(Task):
         network_shape = np.asarray(fingerprint["median_shape"], float) * median_spacing / target_spacing
         max_pixels, batch = PATCH_BUDGET[(kind, nd)]
         rgb = nd == 2 and channels == 3
-        if rgb:
-            net = {"name": "centernet", "encoder": "efficientnet_lite0", "pretrained": True, "spatial_dims": 2,
-                   "in_channels": 3, "num_classes": n_classes, "decoder_channels": 64, "head_channels": 32}
-            stride, divisor = [OUTPUT_STRIDE] * 2, [OUTPUT_STRIDE] * 2
         whole = float(np.prod(network_shape)) <= max_pixels
         if whole:
             patch_guess = [float(s) for s in network_shape]
@@ -101,15 +99,7 @@ class DetectionTask(Task):
             from medsight.tasks.segmentation import patch_size_rule
 
             patch_guess = [float(s) for s in patch_size_rule(list(network_shape), list(target_spacing), max_pixels, 1)]
-        if not rgb:
-            from medsight.nets.unet import plan_unet, unet_divisor
-
-            topo = plan_unet([int(math.ceil(s)) for s in patch_guess], list(target_spacing),
-                             base_features=32 if kind == "cuda" else 16, max_features=256)
-            net = {"name": "centernet", "encoder": "unet", "spatial_dims": nd, "in_channels": channels,
-                   "num_classes": n_classes, "output_stride": OUTPUT_STRIDE, "head_channels": 32, **topo}
-            stride = _unet_output_stride(topo["strides"], OUTPUT_STRIDE)
-            divisor = unet_divisor(topo["strides"])
+        net, stride, divisor = network_rule(nd, channels, n_classes, patch_guess, list(target_spacing), kind)
         patch = [int(math.ceil(s / d) * d) for s, d in zip(patch_guess, divisor)]
         plan = {
             "target_spacing": [float(s) for s in target_spacing] if scale < 1.0 or common is not None else None,
@@ -125,7 +115,7 @@ class DetectionTask(Task):
                                          "saturation": [0.7, 1.3]} if rgb else
                                         {"brightness": 0.1, "contrast": [0.85, 1.15]})},
             "optimizer": {"name": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "schedule": "cosine", "warmup_steps": 50},
-            "inference": {"batch_size": 8, "mirror_axes": []},
+            "inference": {"batch_size": 8, "mirror_axes": list(range(nd))},
             "validation": {"every": 2, "max_cases": 40, "fraction_of_time": 0.1},
             "channels_last": nd == 2,
         }
@@ -257,11 +247,13 @@ class DetectionTask(Task):
     # -- inference --------------------------------------------------------------------------------
     @torch.inference_mode()
     def _dense_maps(self, models: list[nn.Module], x: torch.Tensor, plan: dict) -> tuple[torch.Tensor, ...]:
-        """Heatmap probabilities, log sizes and offsets of a batch, averaged over models (and mirrorings:
-        heatmaps and sizes only, offsets from the unmirrored pass, as CenterNet does)."""
+        """Heatmap probabilities, log sizes and offsets of a batch, averaged over models and every
+        combination of the planned mirror axes (heatmaps and sizes; offsets from the unmirrored pass,
+        as CenterNet does)."""
         k, nd = len(class_values(plan)), int(plan["dims"])
         heat, size, offset, n = 0.0, 0.0, 0.0, 0
-        mirror_sets = [()] + [(2 + a,) for a in plan.get("inference", {}).get("mirror_axes", [])]
+        axes_to_mirror = [2 + a for a in plan.get("inference", {}).get("mirror_axes", [])]
+        mirror_sets = [c for r in range(len(axes_to_mirror) + 1) for c in itertools.combinations(axes_to_mirror, r)]
         for m in models:
             m.eval()
             for axes in mirror_sets:
@@ -277,7 +269,8 @@ class DetectionTask(Task):
                 n += 1
         return heat / n, size / n, offset / len(models)
 
-    def predict_cases(self, models: list[nn.Module], arrays: list[np.ndarray], plan: dict, device: torch.device) -> list:
+    def predict_cases(self, models: list[nn.Module], arrays: list[np.ndarray], plan: dict,
+                      device: torch.device) -> list:
         """Candidates of several preprocessed images (same-shape images batched)."""
         from medsight.detection.decode import decode_maps, nms_per_class
 
@@ -331,8 +324,12 @@ class DetectionTask(Task):
     # -- validation -------------------------------------------------------------------------------
     def _network_space_ap(self, models: list[nn.Module], data: CachedCases, ids: list[str], plan: dict,
                           device: torch.device) -> dict:
+        """Per-class AP@0.5 of ``ids`` in network space (IoU does not change with the resampling), without the
+        test-time mirroring unless ``validation.mirror`` asks for it."""
         from medsight.evaluation.detection import detection_metrics
 
+        if not plan.get("validation", {}).get("mirror", False):
+            plan = {**plan, "inference": {**plan.get("inference", {}), "mirror_axes": []}}
         values = class_values(plan)
         names = [plan["labels"][str(v)] for v in values]
         preds = self.predict_cases(models, [data.image(i, mmap=False) for i in ids], plan, device)
@@ -356,12 +353,14 @@ class DetectionTask(Task):
         return out
 
     def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path) -> dict:
-        """Record the final model's mAP@0.5 on every validation image (network space) in decisions.json."""
+        """Record the final model's mAP@0.5 on every validation image (network space, as ``validate``
+        computes it) in decisions.json."""
         if not len(data):
             return {}
         m = self._network_space_ap([model], data, list(data.ids), plan, device)
         return {"validation_map50": m["mean"]["ap50"],
-                "validation_ap50": {k: v["ap50"] for k, v in m.items() if k != "mean"}}
+                "validation_ap50": {k: v["ap50"] for k, v in m.items() if k != "mean"},
+                "validation_mirrored": bool(plan.get("validation", {}).get("mirror", False))}
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self, out_dir: Path, manifest: Manifest, case_ids: list[str] | None = None) -> dict:
@@ -384,8 +383,8 @@ class DetectionTask(Task):
         if not cases:
             raise InputError("no predicted case is in the reference dataset", path=path,
                              fix="predict the dataset's cases first (case = file name without extension)")
-        names = manifest.class_names
-        dets = {c: [] for c in cases}
+        names = [manifest.labels[str(v)] for v in manifest.label_values if v != 0]
+        dets: dict[str, list[dict]] = {c: [] for c in cases}
         for r in rows:
             if r["case"] in dets:
                 dets[r["case"]].append(r)
@@ -402,6 +401,24 @@ class DetectionTask(Task):
         report["per_case"] = [{"case": c, "n_gt": int(len(g[0])), "n_detections": int(len(d[1]))}
                               for c, d, g in zip(cases, det_list, gt_list)]
         return {"task": "detection", "num_cases": len(cases), **report}
+
+
+def network_rule(nd: int, channels: int, n_classes: int, patch: list[float], spacing: list[float],
+                 device_kind: str) -> tuple[dict, list[int], list[int]]:
+    """(network entry, output stride, input-size divisor): the ImageNet EfficientNet-Lite0 encoder for RGB 2D
+    (its first units frozen on a CPU), else the foundation's U-Net sized for ``patch`` at ``spacing``."""
+    if nd == 2 and channels == 3:
+        net = {"name": "centernet", "encoder": "efficientnet_lite0", "pretrained": True, "spatial_dims": 2,
+               "in_channels": 3, "num_classes": n_classes, "decoder_channels": 64, "head_channels": 32,
+               "frozen_units": 0 if device_kind == "cuda" else 6}
+        return net, [OUTPUT_STRIDE] * 2, [OUTPUT_STRIDE] * 2
+    from medsight.nets.unet import plan_unet, unet_divisor
+
+    topo = plan_unet([int(math.ceil(s)) for s in patch], spacing, base_features=32 if device_kind == "cuda" else 16,
+                     max_features=256)
+    net = {"name": "centernet", "encoder": "unet", "spatial_dims": nd, "in_channels": channels,
+           "num_classes": n_classes, "output_stride": OUTPUT_STRIDE, "head_channels": 32, **topo}
+    return net, _unet_output_stride(topo["strides"], OUTPUT_STRIDE), unet_divisor(topo["strides"])
 
 
 def _unet_output_stride(strides: list[list[int]], output_stride: int) -> list[int]:
