@@ -124,6 +124,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--option", action="append", metavar="KEY=VALUE")
 
+    p = cmd("compare", "transfer learning head to head on the same folds: frozen ImageNet features + a "
+                       "scikit-learn classifier, fine-tuning, training from scratch, fine-tuning from "
+                       "self-supervised pretraining; writes a table with AUC intervals, paired tests, times and "
+                       "a recommendation",
+            "medsight compare work/isic --budget-minutes 60")
+    p.add_argument("dataset_dir")
+    p.add_argument("-o", "--out", help="output folder (default DATASET_DIR/compare)")
+    p.add_argument("--budget-minutes", type=float, default=60.0, help="for the whole comparison (default 60)")
+    p.add_argument("--strategies", nargs="+", default=["frozen", "finetune", "scratch", "selfsup"],
+                   choices=["frozen", "finetune", "scratch", "selfsup"])
+    p.add_argument("--folds", type=int, nargs="+", help="fold numbers to run (default: every fold)")
+    p.add_argument("--label-fraction", type=float, default=1.0, help="share of the training labels used (0-1]")
+    p.add_argument("--encoder", help="encoder file from `medsight pretrain` for the selfsup strategy "
+                                     "(default: pretrain in each fold on its training images)")
+    p.add_argument("--side", type=int, help="image side in pixels (default: chosen from the budget)")
+    p.add_argument("--epochs", type=int, help="epochs per trained strategy (default: chosen from the budget)")
+    p.add_argument("--threads", type=int)
+
+    p = cmd("pretrain", "self-supervised (SimCLR) pretraining of the EfficientNet-Lite0 encoder on unlabelled "
+                        "images; the encoder plugs into `medsight compare --encoder`",
+            "medsight pretrain ../shared/data/isic_uda1 -o work/isic_encoder.safetensors --budget-minutes 10")
+    p.add_argument("images_dir")
+    p.add_argument("-o", "--output", required=True, help="encoder file to write (safetensors)")
+    p.add_argument("--budget-minutes", type=float, default=10.0)
+    p.add_argument("--epochs", type=int, help="epochs (default: as many as the budget allows)")
+    p.add_argument("--side", type=int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--init", choices=["imagenet", "random"], default="imagenet")
+    p.add_argument("--threads", type=int)
+
+    p = cmd("lesions", "classify lesions at given points: patches at several scales around each point, one "
+                       "stream per scale; reports per-class accuracy of the multi-scale network and a "
+                       "single-scale one (CSV columns: image, x, y[, z], label[, split])",
+            "medsight lesions work/bccd_points.csv -o out/bccd_lesions --scales 48 96 192")
+    p.add_argument("points_csv")
+    p.add_argument("-o", "--out", required=True)
+    p.add_argument("--scales", type=int, nargs="+", default=[32, 64, 128], help="patch sides in pixels around the point")
+    p.add_argument("--patch", type=int, default=32, help="side every patch is resized to")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--mode", choices=["3d", "2.5d"], default="3d", help="volumes: 3D patches or three orthogonal planes")
+    p.add_argument("--images-root", help="folder of relative image paths (default: the CSV's folder)")
+    p.add_argument("--threads", type=int)
+
+    p = cmd("mil", "multiple-instance learning from image labels only: bag = image, label = contains objects "
+                   "of a class (from a detection dataset's boxes), instances = tiles; attention says where, and "
+                   "is scored against the boxes",
+            "medsight mil work/bccd --positive-class Platelets -o out/bccd_mil")
+    p.add_argument("dataset_dir", help="an imported 2D detection dataset (e.g. --format voc)")
+    p.add_argument("--positive-class", required=True)
+    p.add_argument("-o", "--out", required=True)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--tile", type=int, default=32, help="tile side after downsampling (pixels)")
+    p.add_argument("--downsample", type=int, default=2)
+    p.add_argument("--threads", type=int)
+
     p = cmd("demo", "the whole flow on small real data shipped inside medsight (under 3 minutes on 2 cores)",
             "medsight demo out/demo")
     p.add_argument("out_dir", nargs="?", default="medsight-demo")
@@ -164,6 +218,33 @@ def dispatch(args: argparse.Namespace) -> None:
                       budget_minutes=args.budget_minutes, epochs=args.epochs, device=args.device,
                       **_options(args.option))
         print(f"report: {res['report']}")
+    elif args.command == "compare":
+        from medsight.compare import compare
+
+        compare(args.dataset_dir, args.out, budget_minutes=args.budget_minutes, strategies=args.strategies,
+                folds=args.folds, label_fraction=args.label_fraction, encoder=args.encoder, side=args.side,
+                epochs=args.epochs, threads=args.threads)
+    elif args.command == "pretrain":
+        from medsight.device import set_threads
+        from medsight.pretrain import pretrain
+
+        set_threads(args.threads)
+        pretrain(args.images_dir, args.output, epochs=args.epochs, budget_minutes=args.budget_minutes,
+                 side=args.side, init=args.init)
+    elif args.command == "lesions":
+        from medsight.classification.lesions import classify_lesions
+        from medsight.device import set_threads
+
+        set_threads(args.threads)
+        classify_lesions(args.points_csv, args.out, scales=args.scales, patch=args.patch, epochs=args.epochs,
+                         mode=args.mode, images_root=args.images_root)
+    elif args.command == "mil":
+        from medsight.classification.mil import run_mil
+        from medsight.device import set_threads
+
+        set_threads(args.threads)
+        run_mil(args.dataset_dir, args.out, args.positive_class, epochs=args.epochs, downsample=args.downsample,
+                tile=args.tile)
     elif args.command == "demo":
         from medsight.demo import run_demo
 

@@ -50,3 +50,12 @@ def build_optimizer(model: nn.Module, plan: dict, total_steps: int) -> tuple[tor
         raise PlanError(f"unknown schedule {schedule!r}", fix="use poly, cosine or constant")
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def cosine_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, base_lr: float, step: int, total: int) -> None:
+    """One optimiser step on ``loss`` at the cosine-annealed learning rate of ``step`` out of ``total``."""
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()

@@ -1,0 +1,74 @@
+"""Size a network to the time budget: the widest of a ladder of widths that still trains enough epochs.
+
+The rule: time one training step of each candidate on this machine (narrowest first), turn it into the
+epochs the budget allows over the training set, and keep the widest candidate that reaches
+``min_epochs``. Below that, a wider network sees too few passes over a small data set to beat a narrower
+one trained to convergence (measured on BreastMNIST and AdrenalMNIST3D, see NOTES.md).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import torch
+
+#: ResNet widths per stage, narrowest first; the last is the standard ResNet-18 width
+WIDTH_LADDER: tuple[tuple[int, ...], ...] = ((8, 16, 32, 64), (16, 32, 64, 128), (32, 64, 128, 256),
+                                             (64, 128, 256, 512))
+
+
+def time_training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 2,
+                       channels_last: bool = False) -> float:
+    """Median seconds of one AdamW step of ``model`` on the batch ``(x, y)`` (after a warm-up step)."""
+    if channels_last and x.dim() == 4:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+@lru_cache(maxsize=64)
+def _seconds_per_sample(key: tuple, device: str, threads: int) -> float:
+    from medsight.classification.networks import small_resnet
+
+    nd, channels, size, widths, stem_stride, batch = key
+    torch.manual_seed(0)
+    model = small_resnet(nd, channels, 2, widths=widths, stem_stride=stem_stride).to(device)
+    x = torch.randn(batch, channels, *size, device=device)
+    y = torch.zeros(batch, dtype=torch.long, device=device)
+    return time_training_step(model, x, y, repeats=1, channels_last=nd == 2 and device == "cpu") / batch
+
+
+def seconds_per_sample(spatial_dims: int, channels: int, size: Sequence[int], widths: Sequence[int],
+                       stem_stride: int, device: torch.device, batch: int = 32) -> float:
+    """Training seconds per image of a ``small_resnet`` on ``device`` (measured once per process and threads)."""
+    key = (spatial_dims, channels, tuple(int(s) for s in size), tuple(widths), int(stem_stride), int(batch))
+    return _seconds_per_sample(key, str(device), torch.get_num_threads())
+
+
+def widest_that_fits(candidates: Sequence[Sequence[int]], per_sample_seconds: Callable[[Sequence[int]], float],
+                     num_train: int, budget_seconds: float, min_epochs: float) -> tuple[int, float]:
+    """Index of the widest candidate (narrowest first) that trains ``min_epochs`` epochs in the budget.
+
+    Returns ``(index, epochs the chosen candidate gets)``; the narrowest when none reaches ``min_epochs``.
+    Stops timing at the first candidate that does not fit (cost grows with width).
+    """
+    chosen, chosen_epochs = 0, 0.0
+    for index, widths in enumerate(candidates):
+        epochs = budget_seconds / max(per_sample_seconds(widths) * max(num_train, 1), 1e-9)
+        if index and epochs < min_epochs:
+            break
+        chosen, chosen_epochs = index, epochs
+    return chosen, chosen_epochs

@@ -1,0 +1,278 @@
+"""``medsight compare DATASET_DIR``: four transfer-learning strategies head to head on the same folds.
+
+(a) ``frozen``: ImageNet EfficientNet-Lite0 as a frozen feature extractor + a scikit-learn classifier
+    (logistic regression, RBF SVM or gradient boosting, chosen by inner cross-validation);
+(b) ``finetune``: the ImageNet network fine-tuned, the classifier first and the backbone opened from the
+    top down (gradual unfreezing) at a tenth of the classifier's learning rate;
+(c) ``scratch``: the same network and recipe from random weights, one learning rate for all;
+(d) ``selfsup``: fine-tuning as (b) from an encoder adapted by self-supervised SimCLR pretraining
+    (``medsight pretrain``): either an encoder file given with ``encoder=``, or one pretrained in each
+    fold on that fold's training images only (no labels, and never the held-out images).
+
+Every strategy predicts every case once, out of fold, so the table compares pooled out-of-fold AUCs
+(bootstrap 95% intervals) with paired tests (DeLong), gives each strategy's wall time and recommends
+the cheapest strategy not significantly worse than the best. A derived row, ``ensemble``, averages the
+probabilities of the strategies that start from pretrained weights (frozen, finetune, selfsup: fixed in
+advance, not picked by their scores); it trains nothing and costs the sum of their times. The budget (minutes for the whole
+comparison) picks the image side and the epochs from timed training steps on this machine.
+Outputs in OUT_DIR (default ``DATASET_DIR/compare``): ``compare.csv``, ``compare.json``,
+``oof_predictions.csv`` and ``compare.html`` (the table, the paired tests and the ROC curves).
+Finished (strategy, fold) results are kept in ``OUT_DIR/parts/<settings>/`` and reused when the command is
+re-run with the same settings (side, epochs, labels, encoder, seed).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from medsight.datasets.manifest import Manifest, atomic_write_text
+from medsight.errors import InputError
+
+STRATEGIES = ("frozen", "finetune", "scratch", "selfsup")
+#: a derived row: the mean out-of-fold probability of the strategies that start from pretrained weights
+ENSEMBLE = "ensemble"
+ENSEMBLED = ("frozen", "finetune", "selfsup")
+SIDES = (224, 192, 160, 128, 96)
+#: fine-tuning epochs below which a smaller image side is taken instead (an ImageNet network fine-tunes in a
+#: few epochs; detail lost to a smaller side does not come back)
+MIN_EPOCHS = 8
+#: share of a training strategy's time that self-supervised pretraining adds to (d)
+PRETRAIN_SHARE = 0.5
+_OVERHEAD = 1.25  # augmentation, test-time views, evaluation: on top of the timed training steps
+
+
+def measure_seconds_per_image(side: int, batch: int = 32) -> float:
+    """Seconds of one fully trainable EfficientNet-Lite0 training step per image of ``side`` pixels."""
+    from medsight.classification.sizing import time_training_step
+    from medsight.nets.efficientnet import efficientnet_lite0
+
+    torch.manual_seed(0)
+    model = efficientnet_lite0(num_classes=2, pretrained=False)
+    x = torch.randn(batch, 3, side, side)
+    return time_training_step(model, x, torch.zeros(batch, dtype=torch.long), channels_last=True) / batch
+
+
+def plan_comparison(n_train: int, n_folds: int, budget_minutes: float, strategies: Sequence[str],
+                    seconds_per_image=measure_seconds_per_image, pretrain_needed: bool = True,
+                    side: int | None = None, epochs: int | None = None) -> dict:
+    """Image side and epochs so that the whole comparison fits ``budget_minutes`` on this machine.
+
+    The trained strategies share 90% of the budget (the frozen one and the statistics need little);
+    (d) counts ``1 + PRETRAIN_SHARE`` when it pretrains. The largest side of ``SIDES`` whose fine-tuning
+    epochs reach ``MIN_EPOCHS`` is taken (the smallest when none does). A given ``side`` is timed alone;
+    given ``side`` and ``epochs`` nothing is timed.
+    """
+    trained = [s for s in strategies if s != "frozen"]
+    weight = sum(1 + PRETRAIN_SHARE if s == "selfsup" and pretrain_needed else 1 for s in trained)
+    per_strategy = 0.9 * budget_minutes * 60 / max(weight, 1e-9)
+    timing: dict[int, float] = {}
+    chosen_side, chosen_epochs = side, epochs
+    if epochs is None:
+        for candidate in (side,) if side else SIDES:
+            per_image = seconds_per_image(candidate)
+            timing[candidate] = round(per_image, 5)
+            fit = per_strategy / (n_folds * max(n_train, 1) * per_image * _OVERHEAD)
+            chosen_side, chosen_epochs = candidate, max(1, int(fit))
+            if fit >= MIN_EPOCHS:
+                break
+    elif side is None:
+        chosen_side = SIDES[-2]
+    pretrain_seconds = PRETRAIN_SHARE * per_strategy / n_folds if "selfsup" in strategies and pretrain_needed else 0
+    return {"side": int(chosen_side), "epochs": int(chosen_epochs), "timed_seconds_per_image": timing,
+            "seconds_per_strategy": round(per_strategy, 1), "pretrain_minutes_per_fold": round(pretrain_seconds / 60, 3),
+            "budget_minutes": budget_minutes, "strategies": list(strategies)}
+
+
+def _subsample(train_idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A stratified share of the training cases (at least 2 per class)."""
+    if fraction >= 1.0:
+        return train_idx
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(labels[train_idx]):
+        members = train_idx[labels[train_idx] == c]
+        keep += list(rng.choice(members, max(2, int(round(fraction * len(members)))), replace=False))
+    return np.sort(np.array(keep))
+
+
+def _run_strategy(strategy: str, images, train_idx: np.ndarray, val_idx: np.ndarray, plan: dict, fold: int,
+                  encoder: str | None, features: np.ndarray | None, seed: int, work: Path) -> dict:
+    """Train one strategy on one fold; its held-out probabilities and what it chose."""
+    from medsight.classification.finetune import FinetuneConfig, predict_probabilities, train_classifier
+
+    n_classes = len(images.class_names)
+    x, y = images.images, images.labels
+    start = time.perf_counter()
+    info: dict = {}
+    if strategy == "frozen":
+        from medsight.classification.frozen import select_classifier
+
+        name, clf, scores = select_classifier(features[train_idx], y[train_idx], seed=seed)
+        probs = clf.predict_proba(features[val_idx])
+        info = {"classifier": name, "inner_cv_auc": scores}
+    else:
+        init = {"finetune": "imagenet", "scratch": "random"}.get(strategy)
+        if strategy == "selfsup":
+            init = encoder or str(_pretrain_fold(x[plan["pretrain_idx"][fold]], plan, fold, seed, work))
+        config = FinetuneConfig(epochs=plan["epochs"], init=init, seed=seed + fold,
+                                backbone_lr_factor=1.0 if strategy == "scratch" else 0.1,
+                                unfreeze_fraction=0.0 if strategy == "scratch" else 0.3)
+        model, log = train_classifier(x[train_idx], y[train_idx], n_classes, config)
+        probs = predict_probabilities(model, x[val_idx])
+        info = {"epochs": plan["epochs"], "init": init, "final_loss": float(np.mean(log["loss"][-5:]))}
+    return {"strategy": strategy, "fold": fold, "probs": probs.tolist(), "val_index": val_idx.tolist(),
+            "n_train_labelled": int(len(train_idx)), "seconds": time.perf_counter() - start, **info}
+
+
+def _pretrain_fold(images: np.ndarray, plan: dict, fold: int, seed: int, work: Path) -> Path:
+    """SimCLR on one fold's training images (no labels) within the plan's pretraining time."""
+    from medsight.pretrain import save_encoder, simclr_pretrain
+
+    path = work / f"encoder_fold{fold}.safetensors"
+    if path.is_file():
+        return path
+    backbone, log = simclr_pretrain(images, budget_minutes=plan["pretrain_minutes_per_fold"], seed=seed + fold)
+    return save_encoder(backbone, path, {"fold": fold, "num_images": len(images), "epochs": log["epochs"],
+                                         "seconds": log["seconds"], "side": plan["side"]})
+
+
+def compare(dataset_dir: str | Path, out_dir: str | Path | None = None, budget_minutes: float = 60.0,
+            strategies: Sequence[str] = STRATEGIES, folds: Sequence[int] | None = None, label_fraction: float = 1.0,
+            encoder: str | Path | None = None, side: int | None = None, epochs: int | None = None, seed: int = 0,
+            threads: int | None = None, quiet: bool = False) -> dict:
+    """Run the transfer-learning strategies on the dataset's folds; write the table, tests and report.
+
+    Example:
+        >>> compare("work/isic", budget_minutes=60)  # doctest: +SKIP
+    """
+    from medsight.classification.comparison_stats import paired_tests, recommend, strategy_summary
+    from medsight.classification.images import load_image_set
+    from medsight.device import set_threads
+
+    set_threads(threads)
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise InputError(f"unknown strategies {unknown}", fix=f"use some of {', '.join(STRATEGIES)}")
+    if not 0 < label_fraction <= 1:
+        raise InputError(f"label fraction must be in (0, 1], got {label_fraction}")
+    manifest = Manifest.load(dataset_dir)
+    if not manifest.splits:
+        raise InputError("the dataset has no folds to compare on", path=dataset_dir,
+                         fix="import it again with --folds 5")
+    if encoder is not None and not Path(encoder).is_file():
+        raise InputError("no such encoder file", path=encoder, fix="write one with `medsight pretrain`")
+    fold_ids = list(range(len(manifest.splits))) if folds is None else [int(k) for k in folds]
+    out = Path(out_dir) if out_dir else Path(dataset_dir) / "compare"
+    n_train = int(np.mean([len(manifest.splits[k]["train"]) for k in fold_ids]))
+    plan = plan_comparison(max(1, int(n_train * label_fraction)), len(fold_ids), budget_minutes, strategies,
+                           pretrain_needed=encoder is None, side=side, epochs=epochs)
+    parts = out / "parts" / _settings_key(plan, label_fraction, encoder, seed)
+    parts.mkdir(parents=True, exist_ok=True)
+    _log(f"compare: {len(manifest.cases)} cases, folds {fold_ids}, side {plan['side']} px, {plan['epochs']} epochs "
+         f"per trained strategy, budget {budget_minutes} min", quiet)
+    images = load_image_set(manifest, plan["side"])
+    y = images.labels
+    splits = {k: (images.index_of(manifest.splits[k]["train"]), images.index_of(manifest.splits[k]["val"]))
+              for k in fold_ids}
+    plan["pretrain_idx"] = {k: splits[k][0] for k in fold_ids}
+    features = None
+    feature_seconds = 0.0
+    if "frozen" in strategies:
+        from medsight.classification.finetune import build_model
+        from medsight.classification.frozen import extract_features
+
+        t0 = time.perf_counter()
+        features = extract_features(build_model("imagenet", len(images.class_names)), images.images)
+        feature_seconds = time.perf_counter() - t0
+    results: dict[str, list[dict]] = {s: [] for s in strategies}
+    for k in fold_ids:
+        train_idx, val_idx = splits[k]
+        labelled = _subsample(train_idx, y, label_fraction, seed + k)
+        for strategy in strategies:
+            part = parts / f"{strategy}_fold{k}.json"
+            if part.is_file():
+                res = json.loads(part.read_text())
+            else:
+                res = _run_strategy(strategy, images, labelled, val_idx, plan, k,
+                                    str(encoder) if encoder else None, features, seed, parts)
+                atomic_write_text(part, json.dumps(res))
+            results[strategy].append(res)
+            _log(f"fold {k} {strategy}: AUC {_fold_auc(y, res):.3f} ({res['seconds']:.0f} s)", quiet)
+    oof = {s: _pooled(results[s], len(y), len(images.class_names)) for s in strategies}
+    covered = np.concatenate([splits[k][1] for k in fold_ids])
+    fold_of_case = np.full(len(y), -1)
+    for k in fold_ids:
+        fold_of_case[splits[k][1]] = k
+    seconds = {s: sum(r["seconds"] for r in results[s]) + (feature_seconds if s == "frozen" else 0) for s in strategies}
+    pretrained = [s for s in strategies if s in ENSEMBLED]
+    if len(pretrained) >= 2:  # derived, no training: the mean probability of the pretrained strategies
+        oof[ENSEMBLE] = np.mean([oof[s] for s in pretrained], axis=0)
+        seconds[ENSEMBLE] = sum(seconds[s] for s in pretrained)
+    names = list(oof)
+    summaries = {s: {**strategy_summary(y[covered], oof[s][covered], fold_of_case[covered], seed=seed),
+                     "seconds": round(seconds[s], 1)} for s in names}
+    if ENSEMBLE in summaries:
+        summaries[ENSEMBLE]["members"] = pretrained
+    tests = paired_tests(y[covered], {s: oof[s][covered] for s in names}, seed=seed) if len(names) > 1 else []
+    advice = recommend(summaries, tests, seconds)
+    for s in strategies:
+        extra = [r.get("classifier") for r in results[s] if r.get("classifier")]
+        if extra:
+            summaries[s]["classifiers_chosen"] = extra
+    report = {"dataset": str(Path(dataset_dir).resolve()), "num_cases": int(len(covered)),
+              "class_names": images.class_names, "folds": fold_ids, "label_fraction": label_fraction,
+              "plan": {k: v for k, v in plan.items() if k != "pretrain_idx"}, "encoder": str(encoder) if encoder else None,
+              "strategies": summaries, "paired_tests": tests, "recommendation": advice}
+    from medsight.classification.comparison_report import write_outputs
+
+    write_outputs(out, report, images.ids, y, oof, covered)
+    _log(_table_text(report), quiet)
+    _log(f"recommendation: {advice['strategy']} ({advice['reason']})\ntable: {out / 'compare.csv'}; "
+         f"report: {out / 'compare.html'}", quiet)
+    return report
+
+
+def _settings_key(plan: dict, label_fraction: float, encoder, seed: int) -> str:
+    """Folder name of the settings a finished part depends on (a re-run with other settings starts afresh)."""
+    import hashlib
+
+    settings = [plan["side"], plan["epochs"], plan["pretrain_minutes_per_fold"], label_fraction,
+                str(Path(encoder).resolve()) if encoder else None, seed]
+    digest = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:8]
+    return f"side{plan['side']}_epochs{plan['epochs']}_labels{label_fraction:g}_{digest}"
+
+
+def _pooled(results: list[dict], n: int, k: int) -> np.ndarray:
+    """Out-of-fold probabilities (n, k); rows of cases no fold held out stay NaN."""
+    probs = np.full((n, k), np.nan)
+    for r in results:
+        probs[np.asarray(r["val_index"], dtype=int)] = np.asarray(r["probs"])
+    return probs
+
+
+def _fold_auc(y: np.ndarray, result: dict) -> float:
+    from medsight.evaluation.classification import roc_auc
+
+    idx = np.asarray(result["val_index"], dtype=int)
+    try:
+        return roc_auc(y[idx], np.asarray(result["probs"]))
+    except ValueError:
+        return float("nan")
+
+
+def _table_text(report: dict) -> str:
+    rows = [f"  {'strategy':<10} {'AUC':>6}  {'95% CI':<15} {'mean fold AUC':>13} {'seconds':>8}"]
+    for s, r in report["strategies"].items():
+        lo, hi = r["auc_ci95"]
+        rows.append(f"  {s:<10} {r['auc']:6.3f}  [{lo:.3f}, {hi:.3f}]  {r['mean_fold_auc']:13.3f} {r['seconds']:8.0f}")
+    return "\n".join(rows)
+
+
+def _log(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, flush=True)

@@ -1,0 +1,99 @@
+"""`medsight compare` and `medsight pretrain` end to end on a small real ISIC sample (tiny sizes, 2 folds)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsight import api
+from medsight.cli import main
+
+
+def _isic_sample(shared_data: Path, folder: Path, per_class: int = 8) -> Path:
+    """Symlinks to ``per_class`` benign and ``per_class`` malignant ISIC images with their JSON sidecars."""
+    folder.mkdir(parents=True)
+    counts = {"benign": 0, "malignant": 0}
+    for meta in sorted((shared_data / "isic_uda1").glob("ISIC_*.json")):
+        label = json.loads(meta.read_text())["meta"]["clinical"]["benign_malignant"]
+        if label in counts and counts[label] < per_class:
+            counts[label] += 1
+            for f in (meta, meta.with_suffix(".jpg")):
+                (folder / f.name).symlink_to(f)
+    return folder
+
+
+@pytest.fixture()
+def isic_small(shared_data, tmp_path) -> Path:
+    src = _isic_sample(shared_data, tmp_path / "isic")
+    ds = tmp_path / "ds"
+    api.import_dataset(src, ds, format="folder-json", n_folds=2, progress=False)
+    return ds
+
+
+def test_compare_four_strategies_same_folds(isic_small, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = main(["compare", str(isic_small), "-o", str(out), "--side", "32", "--epochs", "1",
+                 "--budget-minutes", "0.05", "--threads", "1"])
+    assert code == 0
+    with open(out / "compare.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["strategy"] for r in rows] == ["frozen", "finetune", "scratch", "selfsup", "ensemble"]
+    for r in rows:
+        assert 0 <= float(r["auc_ci95_low"]) <= float(r["auc"]) <= float(r["auc_ci95_high"]) <= 1
+        assert float(r["seconds"]) > 0
+    assert sum(r["recommended"] == "yes" for r in rows) == 1
+    report = json.loads((out / "compare.json").read_text())
+    assert report["num_cases"] == 16 and report["plan"]["side"] == 32
+    assert len(report["paired_tests"]) == 10 and all(0 <= t["p_value"] <= 1 for t in report["paired_tests"])
+    assert report["strategies"]["frozen"]["classifiers_chosen"]
+    assert report["strategies"]["ensemble"]["members"] == ["frozen", "finetune", "selfsup"]
+    with open(out / "oof_predictions.csv", newline="") as f:
+        oof = list(csv.DictReader(f))
+    assert len(oof) == 16 and len({r["case"] for r in oof}) == 16  # every case predicted once, out of fold
+    probs = {}
+    for s in ("frozen", "finetune", "scratch", "selfsup", "ensemble"):
+        probs[s] = np.array([[float(r[f"{s}_prob_benign"]), float(r[f"{s}_prob_malignant"])] for r in oof])
+        assert np.allclose(probs[s].sum(1), 1, atol=1e-5)
+    mean = (probs["frozen"] + probs["finetune"] + probs["selfsup"]) / 3
+    assert np.allclose(probs["ensemble"], mean, atol=2e-6)
+    html = (out / "compare.html").read_text()
+    assert "Recommendation" in html and "ROC curve" in html
+    # (d) pretrained in each fold on that fold's 8 training images only
+    for k in (0, 1):
+        info = json.loads(next((out / "parts").glob(f"*/encoder_fold{k}.safetensors.json")).read_text())
+        assert info["num_images"] == 8
+    assert "recommendation:" in capsys.readouterr().out
+    # a re-run reuses every finished (strategy, fold) part: same table, no training
+    again = api_compare(isic_small, out)
+    assert again["strategies"]["finetune"]["auc"] == report["strategies"]["finetune"]["auc"]
+
+
+def api_compare(ds, out):
+    from medsight.compare import compare
+
+    return compare(ds, out, side=32, epochs=1, budget_minutes=0.05, quiet=True)
+
+
+def test_pretrain_cli_writes_an_encoder_that_compare_uses(isic_small, shared_data, tmp_path):
+    images = _isic_sample(shared_data, tmp_path / "unlabelled", per_class=3)
+    enc = tmp_path / "enc.safetensors"
+    assert main(["pretrain", str(images), "-o", str(enc), "--epochs", "1", "--side", "32", "--threads", "1"]) == 0
+    info = json.loads((tmp_path / "enc.safetensors.json").read_text())
+    assert info["num_images"] == 6 and info["epochs"] == 1 and info["init"] == "imagenet"
+    from medsight.compare import compare
+
+    report = compare(isic_small, tmp_path / "cmp", strategies=["finetune", "selfsup"], encoder=enc, side=32,
+                     epochs=1, folds=[0], quiet=True)
+    assert report["encoder"] == str(enc) and report["num_cases"] == 8
+    assert set(report["strategies"]) == {"finetune", "selfsup", "ensemble"}
+
+
+def test_compare_refuses_bad_input(isic_small, tmp_path, capsys):
+    assert main(["compare", str(isic_small), "--encoder", str(tmp_path / "none.safetensors")]) == 2
+    assert "no such encoder file" in capsys.readouterr().err
+    assert main(["compare", str(isic_small), "--label-fraction", "0"]) == 2
+    assert main(["pretrain", str(tmp_path / "empty_dir_missing"), "-o", str(tmp_path / "e.safetensors")]) == 2
+    assert "no such folder" in capsys.readouterr().err
