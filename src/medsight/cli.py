@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-map", help="raw:value pairs, e.g. 0:1,255:0 (ISBI membranes are the 0 pixels)")
     p.add_argument("--csv")
     p.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
+    p.add_argument("--val-cases", nargs="+", metavar="ID",
+                   help="one fixed split instead of folds: these case ids validate, the rest train "
+                        "(ids, or a text file of ids)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="importer option (repeatable)")
 
     p = cmd("plan", "fingerprint the dataset and write DATASET_DIR/plan.json (editable)",
@@ -119,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto")
     p.add_argument("--task", choices=["classification", "detection", "segmentation"])
     p.add_argument("--fold", type=_fold, default=0)
+    p.add_argument("--val-cases", nargs="+", metavar="ID", help="one fixed split: these case ids validate")
     p.add_argument("--budget-minutes", type=float)
     p.add_argument("--epochs", type=int)
     p.add_argument("--device")
@@ -194,7 +198,7 @@ def dispatch(args: argparse.Namespace) -> None:
             if getattr(args, k):
                 opts[k] = getattr(args, k)
         m = api.import_dataset(args.source, args.dataset_dir, format=args.format, task=args.task,
-                               n_folds=args.folds, **opts)
+                               n_folds=args.folds, val_cases=args.val_cases, **opts)
         print(f"imported {len(m.cases)} {m.task} cases ({m.dims}D, channels {', '.join(m.channels)}, "
               f"{len(m.splits)} folds) into {args.dataset_dir}")
     elif args.command == "plan":
@@ -216,7 +220,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "run":
         res = api.run(args.source, args.out_dir, format=args.format, task=args.task, fold=args.fold,
                       budget_minutes=args.budget_minutes, epochs=args.epochs, device=args.device,
-                      **_options(args.option))
+                      val_cases=args.val_cases, **_options(args.option))
         print(f"report: {res['report']}")
     elif args.command == "compare":
         from medsight.compare import compare

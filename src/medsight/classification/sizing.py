@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import torch
 
+from medsight.planning.budget import widest_that_fits  # noqa: F401  (the rule, shared with segmentation)
+
 #: ResNet widths per stage, narrowest first; the last is the standard ResNet-18 width
 WIDTH_LADDER: tuple[tuple[int, ...], ...] = ((8, 16, 32, 64), (16, 32, 64, 128), (32, 64, 128, 256),
                                              (64, 128, 256, 512))
@@ -56,19 +58,3 @@ def seconds_per_sample(spatial_dims: int, channels: int, size: Sequence[int], wi
     """Training seconds per image of a ``small_resnet`` on ``device`` (measured once per process and threads)."""
     key = (spatial_dims, channels, tuple(int(s) for s in size), tuple(widths), int(stem_stride), int(batch))
     return _seconds_per_sample(key, str(device), torch.get_num_threads())
-
-
-def widest_that_fits(candidates: Sequence[Sequence[int]], per_sample_seconds: Callable[[Sequence[int]], float],
-                     num_train: int, budget_seconds: float, min_epochs: float) -> tuple[int, float]:
-    """Index of the widest candidate (narrowest first) that trains ``min_epochs`` epochs in the budget.
-
-    Returns ``(index, epochs the chosen candidate gets)``; the narrowest when none reaches ``min_epochs``.
-    Stops timing at the first candidate that does not fit (cost grows with width).
-    """
-    chosen, chosen_epochs = 0, 0.0
-    for index, widths in enumerate(candidates):
-        epochs = budget_seconds / max(per_sample_seconds(widths) * max(num_train, 1), 1e-9)
-        if index and epochs < min_epochs:
-            break
-        chosen, chosen_epochs = index, epochs
-    return chosen, chosen_epochs

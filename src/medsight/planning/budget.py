@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -41,3 +42,19 @@ def epochs_for_budget(step_seconds: float, steps_per_epoch: int, budget_minutes:
     per_epoch = steps_per_epoch * step_seconds * data_overhead
     usable = budget_minutes * 60.0 * (1.0 - overhead_fraction)
     return max(1, int(math.floor(usable / max(per_epoch, 1e-6))))
+
+
+def widest_that_fits(candidates: Sequence[Sequence[int]], per_sample_seconds: Callable[[Sequence[int]], float],
+                     num_train: int, budget_seconds: float, min_epochs: float) -> tuple[int, float]:
+    """Index of the widest candidate (narrowest first) that trains ``min_epochs`` epochs in the budget.
+
+    Returns ``(index, epochs the chosen candidate gets)``; the narrowest when none reaches ``min_epochs``.
+    Stops timing at the first candidate that does not fit (cost grows with width).
+    """
+    chosen, chosen_epochs = 0, 0.0
+    for index, widths in enumerate(candidates):
+        epochs = budget_seconds / max(per_sample_seconds(widths) * max(num_train, 1), 1e-9)
+        if index and epochs < min_epochs:
+            break
+        chosen, chosen_epochs = index, epochs
+    return chosen, chosen_epochs

@@ -72,10 +72,10 @@ def make_plan(manifest: Manifest, fingerprint: dict, budget_minutes: float | Non
         "image_order": 3, "label_resampling": "onehot",
         "seed": seed, "device_planned": device.type,
     }
-    plan.update(task.plan_rules(manifest, fingerprint, device))
+    budget = budget_minutes if budget_minutes is not None else task.default_budget_minutes[manifest.dims]
+    plan.update(task.plan_rules(manifest, fingerprint, device, budget_minutes=float(budget), measure=measure))
     n_train = max(1, len(manifest.fold_cases(0)[0]) if manifest.splits else len(manifest.cases))
     plan["steps_per_epoch"] = task.steps_per_epoch(plan, n_train)
-    budget = budget_minutes if budget_minutes is not None else task.default_budget_minutes[manifest.dims]
     plan["budget_minutes"] = float(budget)
     step_s = measure_step_seconds(task, plan, device) if measure else float("nan")
     plan["measured_step_seconds"] = None if np.isnan(step_s) else round(step_s, 4)

@@ -28,8 +28,12 @@ class Task(ABC):
 
     # -- planning ---------------------------------------------------------------------------------
     @abstractmethod
-    def plan_rules(self, manifest: Manifest, fingerprint: dict, device: torch.device) -> dict:
-        """Task entries of the plan: input geometry, network, loss, sampler, augmentation, batch size."""
+    def plan_rules(self, manifest: Manifest, fingerprint: dict, device: torch.device,
+                   budget_minutes: float | None = None, measure: bool = True) -> dict:
+        """Task entries of the plan: input geometry, network, loss, sampler, augmentation, batch size.
+
+        ``budget_minutes`` (the task's default when None) may size the network, by timing candidates on
+        ``device`` when ``measure`` is true."""
 
     @abstractmethod
     def steps_per_epoch(self, plan: dict, num_train_cases: int) -> int:

@@ -43,7 +43,7 @@ class ClassificationTask(Task):
 
     # -- planning ---------------------------------------------------------------------------------
     def plan_rules(self, manifest: Manifest, fingerprint: dict, device: torch.device,
-                   budget_minutes: float | None = None) -> dict:
+                   budget_minutes: float | None = None, measure: bool = True) -> dict:
         """Input size, network, batch size and augmentation from the image size, channels and the machine.
 
         ``budget_minutes`` (the task's default when None) sizes the small-image networks.

@@ -75,7 +75,8 @@ class DetectionTask(Task):
     predict_chunk = 16
 
     # -- planning ---------------------------------------------------------------------------------
-    def plan_rules(self, manifest: Manifest, fingerprint: dict, device: torch.device) -> dict:
+    def plan_rules(self, manifest: Manifest, fingerprint: dict, device: torch.device,
+                   budget_minutes: float | None = None, measure: bool = True) -> dict:
         """Resolution from object sizes, patch (or whole image), network, loss, sampler, augmentation."""
         from medsight.planning.plan import normalization_rule, target_spacing_rule
 

@@ -17,6 +17,11 @@ from medsight.tasks.base import Task, write_csv
 #: voxels of one training patch and batch size, by device kind and dims (sized so a step stays short)
 PATCH_BUDGET = {("cpu", 2): (256 * 256, 4), ("cpu", 3): (64 ** 3, 2),
                 ("cuda", 2): (512 * 512, 12), ("cuda", 3): (128 ** 3, 2)}
+#: U-Net base widths a CPU plan chooses from (narrowest first); a GPU plan takes nnU-Net's 32
+BASE_FEATURES = (8, 16, 24, 32)
+#: optimiser steps a CPU plan must afford before it widens the network: on small data more steps of a
+#: narrow U-Net beat few steps of a wide one (nnU-Net's 250k steps are out of reach on a CPU)
+MIN_STEPS = {2: 1000, 3: 400}
 
 
 def patch_size_rule(median_shape: list[float], spacing: list[float], max_voxels: int, divisor: int = 16) -> list[int]:
@@ -43,8 +48,12 @@ class SegmentationTask(Task):
     default_budget_minutes = {2: 20.0, 3: 30.0}
 
     # -- planning ---------------------------------------------------------------------------------
-    def plan_rules(self, manifest: Manifest, fingerprint: dict, device: torch.device) -> dict:
-        """Patch (or whole image), U-Net topology, loss, sampler, augmentation, inference settings."""
+    def plan_rules(self, manifest: Manifest, fingerprint: dict, device: torch.device,
+                   budget_minutes: float | None = None, measure: bool = True) -> dict:
+        """Patch (or whole image), U-Net topology, loss, sampler, augmentation, inference settings.
+
+        On a CPU, with ``measure``, the U-Net's base width is the widest of :data:`BASE_FEATURES` whose
+        timed step still affords :data:`MIN_STEPS` steps in the budget."""
         from medsight.nets.unet import plan_unet, unet_divisor
 
         nd = manifest.dims
@@ -60,7 +69,7 @@ class SegmentationTask(Task):
         aug = {"rotation": [-3.1416, 3.1416] if nd == 2 else [-0.5236, 0.5236], "scale": [0.7, 1.4],
                "mirror_axes": list(range(nd)), "elastic": False, "gamma": [0.7, 1.5], "noise": 0.1,
                "blur": [0.5, 1.0], "brightness": [0.75, 1.25], "contrast": [0.75, 1.25], "low_resolution": [0.5, 1.0]}
-        return {
+        rules = {
             "patch_size": patch, "whole_image": whole, "batch_size": batch,
             "network": {"name": "unet", "spatial_dims": nd, "in_channels": fingerprint["num_channels"],
                         "out_channels": n_classes, **topo, "deep_supervision": True},
@@ -72,6 +81,27 @@ class SegmentationTask(Task):
             "validation": {"every": 1, "fraction_of_time": 0.1, "mirror": False},
             "postprocessing": {"decide_on_validation": True},
         }
+        if device.type != "cuda" and measure:
+            budget = budget_minutes if budget_minutes is not None else self.default_budget_minutes[nd]
+            base = self._base_features_for_budget(rules, nd, spacing, device, float(budget))
+            rules["network"].update(plan_unet(patch, spacing, base_features=base))
+        return rules
+
+    def _base_features_for_budget(self, rules: dict, nd: int, spacing: list[float], device: torch.device,
+                                  budget_minutes: float) -> int:
+        """The widest base width whose measured step affords ``MIN_STEPS[nd]`` steps (data loading and
+        validation counted as the plan counts them)."""
+        from medsight.nets.unet import plan_unet
+        from medsight.planning.budget import measure_step_seconds, widest_that_fits
+
+        def step_seconds(base: int) -> float:
+            candidate = {**rules, "dims": nd, "channels_last": False,
+                         "network": {**rules["network"], **plan_unet(rules["patch_size"], spacing, base_features=base)}}
+            return measure_step_seconds(self, candidate, device, repeats=1)
+
+        budget_s = budget_minutes * 60.0 * 0.9 / 1.15
+        index, _ = widest_that_fits(BASE_FEATURES, step_seconds, 1, budget_s, MIN_STEPS[nd])
+        return BASE_FEATURES[index]
 
     def steps_per_epoch(self, plan: dict, num_train_cases: int) -> int:
         """A fixed number of patch batches per epoch (nnU-Net uses 250; a CPU epoch is shorter)."""

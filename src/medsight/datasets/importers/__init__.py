@@ -18,6 +18,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
+from collections.abc import Sequence
 from typing import Any
 
 from medsight.datasets.check import scan_dataset, validate_labels
@@ -83,13 +84,33 @@ def _name_labels(manifest: Manifest, label_names: str | dict) -> None:
         manifest.labels[value] = name
 
 
+def _fix_validation_cases(manifest: Manifest, val_cases: Sequence[str] | str) -> None:
+    """Mark the named cases ``val`` and every other ``train`` (one fold keeping that split)."""
+    entries = [str(val_cases)] if isinstance(val_cases, (str, Path)) else [str(v) for v in val_cases]
+    wanted = []
+    for entry in entries:
+        text = Path(entry).read_text() if Path(entry).is_file() else entry
+        wanted += text.replace(",", " ").split()
+    ids = {c.id for c in manifest.cases}
+    unknown = [v for v in wanted if v not in ids]
+    if unknown or not wanted:
+        raise InputError(f"--val-cases names {', '.join(unknown) or 'no case'}, not a case of this dataset",
+                         fix=f"case ids look like {', '.join(sorted(ids)[:3])}")
+    if len(set(wanted)) == len(ids):
+        raise InputError("--val-cases names every case: nothing is left to train on")
+    for c in manifest.cases:
+        c.subset = "val" if c.id in wanted else "train"
+
+
 def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "auto", task: str | None = None,
                    n_folds: int = 5, workers: int = 2, progress: bool = True, label_names: str | dict | None = None,
-                   **options: Any) -> Manifest:
+                   val_cases: Sequence[str] | str | None = None, **options: Any) -> Manifest:
     """Import SOURCE (format auto-detected or named), check every file, write DATASET_DIR/manifest.json.
 
     ``options`` are the format's own (``images_dir``, ``label_map``, ``csv``, ...; None values ignored);
-    ``label_names`` ("1:vessel") renames label values after import. Returns the saved Manifest.
+    ``label_names`` ("1:vessel") renames label values after import; ``val_cases`` (case ids, a
+    comma-separated string, or a text file of ids) fixes one train/validation split instead of
+    ``n_folds`` folds. Returns the saved Manifest.
     """
     path = Path(source).expanduser()
     if not path.exists():
@@ -102,6 +123,8 @@ def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "a
     _check_options(fmt, options)
     manifest = IMPORTERS[fmt].build(path, task=task, **options)
     manifest.source, manifest.source_format = str(path), fmt
+    if val_cases is not None:
+        _fix_validation_cases(manifest, val_cases)
     warnings = list(manifest.extra.pop("warnings", []))
     facts = scan_dataset(manifest, workers=workers, progress=progress)
     if manifest.task == "segmentation" and not manifest.labels:
