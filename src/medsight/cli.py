@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels-dir")
     p.add_argument("--eval-mask-dir")
     p.add_argument("--label-map", help="raw:value pairs, e.g. 0:1,255:0 (ISBI membranes are the 0 pixels)")
+    p.add_argument("--label-names", help="value:name pairs naming the label values, e.g. 1:vessel")
+    p.add_argument("--regions", help="overlapping structures to score, e.g. 'whole=1,2,3,4;core=1,3,4;enhancing=4'")
     p.add_argument("--csv")
     p.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
     p.add_argument("--val-cases", nargs="+", metavar="ID",
@@ -194,7 +196,7 @@ def dispatch(args: argparse.Namespace) -> None:
 
     if args.command == "import":
         opts = _options(args.option)
-        for k in ("images_dir", "labels_dir", "eval_mask_dir", "label_map", "csv"):
+        for k in ("images_dir", "labels_dir", "eval_mask_dir", "label_map", "label_names", "regions", "csv"):
             if getattr(args, k):
                 opts[k] = getattr(args, k)
         m = api.import_dataset(args.source, args.dataset_dir, format=args.format, task=args.task,

@@ -84,6 +84,26 @@ def _name_labels(manifest: Manifest, label_names: str | dict) -> None:
         manifest.labels[value] = name
 
 
+def _parse_regions(regions: str | dict, manifest: Manifest) -> dict[str, list[int]]:
+    """``name=v,v;name=v`` (or a dict) -> {name: [values]}, each value a foreground label of the dataset."""
+    if isinstance(regions, str):
+        parsed = {}
+        for item in filter(None, (x.strip() for x in regions.split(";"))):
+            name, _, values = item.partition("=")
+            try:
+                parsed[name.strip()] = [int(v) for v in values.split(",") if v.strip()]
+            except ValueError:
+                raise InputError(f"--regions entry {item!r} is not name=value,value") from None
+        regions = parsed
+    out = {str(k): sorted({int(v) for v in vs}) for k, vs in regions.items()}
+    for name, values in out.items():
+        bad = [v for v in values if str(v) not in manifest.labels or v == 0]
+        if not values or bad:
+            raise InputError(f"region {name!r} names {bad or 'no'} label values; foreground labels are "
+                             f"{', '.join(v for v in manifest.labels if v != '0')}")
+    return out
+
+
 def _fix_validation_cases(manifest: Manifest, val_cases: Sequence[str] | str) -> None:
     """Mark the named cases ``val`` and every other ``train`` (one fold keeping that split)."""
     entries = [str(val_cases)] if isinstance(val_cases, (str, Path)) else [str(v) for v in val_cases]
@@ -104,13 +124,15 @@ def _fix_validation_cases(manifest: Manifest, val_cases: Sequence[str] | str) ->
 
 def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "auto", task: str | None = None,
                    n_folds: int = 5, workers: int = 2, progress: bool = True, label_names: str | dict | None = None,
-                   val_cases: Sequence[str] | str | None = None, **options: Any) -> Manifest:
+                   val_cases: Sequence[str] | str | None = None, regions: str | dict | None = None,
+                   **options: Any) -> Manifest:
     """Import SOURCE (format auto-detected or named), check every file, write DATASET_DIR/manifest.json.
 
     ``options`` are the format's own (``images_dir``, ``label_map``, ``csv``, ...; None values ignored);
     ``label_names`` ("1:vessel") renames label values after import; ``val_cases`` (case ids, a
     comma-separated string, or a text file of ids) fixes one train/validation split instead of
-    ``n_folds`` folds. Returns the saved Manifest.
+    ``n_folds`` folds; ``regions`` ("whole=1,2,3,4;core=1,3,4" or a dict) defines overlapping structures
+    scored (and reported) instead of the single labels, as the BraTS regions. Returns the saved Manifest.
     """
     path = Path(source).expanduser()
     if not path.exists():
@@ -134,6 +156,8 @@ def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "a
         warnings += notes
     if label_names:
         _name_labels(manifest, label_names)
+    if regions:
+        manifest.regions = _parse_regions(regions, manifest)
     check_warnings = [w for f in facts.values() for w in f.warnings] + validate_labels(manifest, facts)
     for warning in check_warnings:
         log.warning(warning)
