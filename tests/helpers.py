@@ -83,3 +83,19 @@ def link_files(files: list[Path], folder: Path) -> Path:
     for f in files:
         (folder / f.name).symlink_to(f)
     return folder
+
+
+def write_bccd_subset(root: Path, bccd: Path, n_train: int = 8, n_val: int = 4) -> Path:
+    """A VOC folder holding the first ``n_train`` / ``n_val`` images of BCCD's own split files."""
+    import shutil
+
+    train = (bccd / "splits/train.txt").read_text().split()[:n_train]
+    val = (bccd / "splits/val.txt").read_text().split()[:n_val]
+    for d in ("JPEGImages", "Annotations", "splits"):
+        (root / d).mkdir(parents=True)
+    for i in train + val:
+        shutil.copy(bccd / f"JPEGImages/{i}.jpg", root / f"JPEGImages/{i}.jpg")
+        shutil.copy(bccd / f"Annotations/{i}.xml", root / f"Annotations/{i}.xml")
+    (root / "splits/train.txt").write_text("\n".join(train) + "\n")
+    (root / "splits/val.txt").write_text("\n".join(val) + "\n")
+    return root

@@ -347,6 +347,8 @@ def evaluate(out_dir: str | Path, reference: str | Path, output: str | Path | No
     if not Path(out_dir).is_dir():
         raise InputError("no such predictions folder", path=out_dir)
     metrics = task.evaluate(Path(out_dir), manifest, list(case_ids) if case_ids is not None else None)
+    # where the report finds the predictions and the reference images for its per-case figures
+    metrics["sources"] = {"predictions": str(Path(out_dir).resolve()), "reference": str(Path(reference).resolve())}
     path = Path(output) if output else Path(out_dir) / "metrics.json"
     atomic_write_text(path, json.dumps(_jsonable(metrics), indent=1))
     _log(f"metrics of {metrics['num_cases']} case(s) written to {path}", quiet)

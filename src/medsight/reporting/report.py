@@ -11,10 +11,17 @@ from medsight.datasets.manifest import atomic_write_text
 from medsight.errors import InputError
 from medsight.planning.plan import load_plan, summary_table
 from medsight.reporting import figures
+from medsight.reporting.cam_figures import cam_section
+from medsight.reporting.detection_curves import class_curves, froc_figure, pr_figure
+from medsight.reporting.detection_examples import examples_section
+from medsight.reporting.safe import FigureSkipped, guarded, note
+from medsight.reporting.segmentation_overlays import case_dice, overlay_section
+from medsight.reporting.sources import Sources, find_sources
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
-th{background:#f3f3f3}pre{background:#f7f7f7;padding:.8em}h2{border-bottom:1px solid #ddd}"""
+th{background:#f3f3f3}pre{background:#f7f7f7;padding:.8em}h2{border-bottom:1px solid #ddd}
+img{vertical-align:top;margin:2px}p.note{color:#876;font-size:13px;margin:.3em 0}"""
 
 
 def _table(rows: list[list], header: list[str]) -> str:
@@ -42,8 +49,8 @@ def _read_logs(run_dir: Path) -> dict[str, list[dict]]:
     return logs
 
 
-def _metric_section(metrics: dict) -> list[str]:
-    """Summary tables and the task's own plots for a metrics.json."""
+def _metric_section(metrics: dict, sources: Sources, run_dir: Path) -> list[str]:
+    """Summary tables and the task's own plots for a metrics.json; a figure that cannot be drawn is a note."""
     parts = []
     task = metrics.get("task")
     if task == "classification":
@@ -53,18 +60,58 @@ def _metric_section(metrics: dict) -> list[str]:
         ci = metrics.get("ci95", {})
         rows = [[k, v, ci.get(k, {}).get("ci95", "")] for k, v in rows]
         parts.append(_table(rows, ["metric", "value", "95% CI (bootstrap)"]))
-        parts.append(_classification_plots(metrics))
+        parts.append(guarded("classification plots", lambda: _classification_plots(metrics)))
+        parts.append("<h3>Class-activation maps</h3>")
+        parts.append(guarded("class-activation maps", lambda: cam_section(metrics, sources, run_dir)))
     elif task == "segmentation":
         rows = []
         for struct, ms in metrics["summary"].items():
             for name, v in ms.items():
                 rows.append([struct, name, v["mean"], v["median"], v["ci95"]])
         parts.append(_table(rows, ["structure", "metric", "mean", "median", "95% CI of the mean"]))
-        dice = [np.mean([m["dice"] for m in c["metrics"].values()]) for c in metrics["per_case"]]
-        parts.append(figures.histogram_figure(dice, "Dice per case", "mean Dice over structures"))
+        dice = [d for d in (case_dice(c) for c in metrics.get("per_case", [])) if np.isfinite(d)]
+        parts.append(guarded("Dice histogram", lambda: _dice_histogram(dice)))
+        parts.append("<h3>Best, median and worst cases (mean Dice): reference outlined, prediction tinted</h3>")
+        parts.append(guarded("segmentation overlays", lambda: overlay_section(metrics, sources)))
+    elif task == "detection":
+        parts.append(_detection_table(metrics))
+        curves: dict = {}
+
+        def load_curves() -> str:
+            curves.update(class_curves(metrics, sources))
+            return ""
+
+        parts.append(guarded("precision-recall and FROC curves", load_curves))
+        if curves:
+            rates = metrics.get("summary", {}).get("fp_rates")
+            parts.append(guarded("precision-recall curves", lambda: pr_figure(curves)))
+            parts.append(guarded("FROC curve", lambda: froc_figure(curves, rates)))
+        parts.append("<h3>Validation images: reference and predicted boxes</h3>")
+        parts.append(guarded("detection examples", lambda: examples_section(metrics, sources)))
     else:
         parts.append(f"<pre>{html.escape(json.dumps(metrics.get('summary', metrics), indent=1)[:5000])}</pre>")
     return parts
+
+
+def _dice_histogram(dice: list[float]) -> str:
+    if not dice:
+        raise FigureSkipped("no case has a Dice score")
+    return figures.histogram_figure(dice, "Dice per case", "mean Dice over structures")
+
+
+def _detection_table(metrics: dict) -> str:
+    """Per class and mean: AP@0.5, COCO mAP, CPM with their 95% intervals, box counts."""
+    rows = []
+    for name, v in (metrics.get("per_class") or {}).items():
+        rows.append([name, v.get("ap50"), v.get("ap50_ci95") or "", v.get("map_coco"), v.get("cpm"),
+                     v.get("cpm_ci95") or "", v.get("n_gt"), v.get("n_detections")])
+    s = metrics.get("summary", {})
+    if s:
+        get = lambda k, f: (s.get(k) or {}).get(f)  # noqa: E731
+        rows.append(["mean", get("ap50", "value"), get("ap50", "ci95") or "", get("map_coco", "value"),
+                     get("cpm", "value"), get("cpm", "ci95") or "", s.get("n_gt"), s.get("n_detections")])
+    return _table([["-" if c is None else c for c in r] for r in rows],
+                  ["class", "AP@0.5", "95% CI", "COCO mAP", "CPM", "95% CI", "boxes", "detections"])
 
 
 def _classification_plots(metrics: dict) -> str:
@@ -108,9 +155,15 @@ def write_report(run_dir: Path) -> Path:
         parts.append(_table(rows, ["fold", "epochs", "final train loss", "final validation score", "seconds"]))
     metric_files = sorted(run_dir.glob("**/metrics.json"))
     for mf in metric_files:
-        metrics = json.loads(mf.read_text())
-        parts.append(f"<h2>Metrics: {html.escape(str(mf.relative_to(run_dir)))} ({metrics.get('num_cases')} cases)</h2>")
-        parts.extend(_metric_section(metrics))
+        rel = str(mf.relative_to(run_dir))
+        try:
+            metrics = json.loads(mf.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            parts.append(f"<h2>Metrics: {html.escape(rel)}</h2>" + note("metrics", e))
+            continue
+        parts.append(f"<h2>Metrics: {html.escape(rel)} ({metrics.get('num_cases')} cases)</h2>")
+        parts.append(guarded(f"metrics of {rel}", lambda: "".join(
+            _metric_section(metrics, find_sources(mf, metrics, run_dir), run_dir))))
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>medsight report</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
     path = run_dir / "report.html"
     atomic_write_text(path, page)
