@@ -59,6 +59,14 @@ def load_average() -> list[float] | None:
         return None
 
 
+def uptime() -> str:
+    """The ``uptime`` line (load and users), "" where the command is missing."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
 def machine_info() -> dict[str, Any]:
     """Cores, CPU model, GPU, memory, library versions and torch threads of this machine."""
     info: dict[str, Any] = {

@@ -184,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downsample", type=int, default=2)
     p.add_argument("--threads", type=int)
 
+    p = cmd("localise", "3D boxes of a structure by slice classification: a 2D CNN labels each slice along each "
+                        "axis, the longest positive run per axis bounds the box; cross-validated over the folds, "
+                        "scored by box IoU (boxes.csv, localise.json)",
+            "medsight localise work/brats --structure whole_tumour -o out/brats_boxes")
+    p.add_argument("dataset_dir", help="an imported 3D segmentation dataset (the masks give the slice labels)")
+    p.add_argument("-o", "--out", required=True)
+    p.add_argument("--structure", help="a region, a label name, or label values 'a,b' (default: all foreground)")
+    p.add_argument("--folds", type=int, nargs="+", help="folds to run (default: all)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--side", type=int, default=64, help="slices are resized to side x side (default 64)")
+    p.add_argument("--threads", type=int)
+
     p = cmd("demo", "the whole flow on small real data shipped inside medsight (under 3 minutes on 2 cores)",
             "medsight demo out/demo")
     p.add_argument("out_dir", nargs="?", default="medsight-demo")
@@ -251,6 +263,13 @@ def dispatch(args: argparse.Namespace) -> None:
         set_threads(args.threads)
         run_mil(args.dataset_dir, args.out, args.positive_class, epochs=args.epochs, downsample=args.downsample,
                 tile=args.tile)
+    elif args.command == "localise":
+        from medsight.device import set_threads
+        from medsight.localise import localise
+
+        set_threads(args.threads)
+        localise(args.dataset_dir, args.out, structure=args.structure, folds=args.folds, epochs=args.epochs,
+                 side=args.side)
     elif args.command == "demo":
         from medsight.demo import run_demo
 

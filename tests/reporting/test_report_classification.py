@@ -6,7 +6,6 @@ import re
 import shutil
 
 import pytest
-import torch
 
 from medsight import api
 from medsight.datasets.manifest import Manifest

@@ -11,7 +11,6 @@ instance AUC of the attention weights and how often the most attended tile holds
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from medsight.training.optim import cosine_step
+from medsight.training.optim import train_in_memory
 from medsight.datasets.manifest import Manifest
 from medsight.errors import InputError
 from medsight.nets import AttentionMILPooling
@@ -122,23 +121,8 @@ def train_mil(tiles: np.ndarray, labels: np.ndarray, epochs: int, batch_size: in
               seed: int = 0) -> AttentionMIL:
     """Train :class:`AttentionMIL` on bags with flips as augmentation; cosine learning rate."""
     torch.manual_seed(seed)
-    model = AttentionMIL(tiles.shape[2])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    rng = np.random.default_rng(seed)
-    steps = max(1, math.ceil(len(tiles) / batch_size))
-    total = steps * epochs
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for step in range(total):
-        if step % steps == 0:
-            order = rng.permutation(len(tiles))
-        idx = order[(step % steps) * batch_size:(step % steps + 1) * batch_size]
-        x = torch.from_numpy(tiles[idx])
-        for axis in (3, 4):
-            if rng.random() < 0.5:
-                x = torch.flip(x, [axis])
-        cosine_step(optimizer, loss_fn(model(x), torch.from_numpy(labels[idx])), lr, step, total)
-    return model.eval()
+    return train_in_memory(AttentionMIL(tiles.shape[2]), tiles, labels, nn.CrossEntropyLoss(), epochs, batch_size,
+                           lr, 1e-2, seed, flip_dims=(3, 4))
 
 
 @torch.inference_mode()

@@ -8,7 +8,7 @@ one trained to convergence (measured on BreastMNIST and AdrenalMNIST3D, see NOTE
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 
 import torch

@@ -91,7 +91,26 @@ def validate_plan(plan: dict, path: Path | None = None) -> dict:
         raise PlanError(f"plan lacks {', '.join(missing)}", path=path, fix="delete plan.json and run `medsight plan` again")
     if int(plan["epochs"]) < 1 or int(plan["steps_per_epoch"]) < 1 or int(plan["batch_size"]) < 1:
         raise PlanError("epochs, steps_per_epoch and batch_size must be >= 1", path=path)
+    validate_regions(plan, path)
     return plan
+
+
+def validate_regions(plan: dict, path: Path | None = None) -> None:
+    """Region training needs regions of known labels; an explicit ``regions_class_order`` must fit them."""
+    from medsight.tasks.regions import check_class_order
+
+    regions = plan.get("regions") or {}
+    if plan.get("region_training") and not regions:
+        raise PlanError("region_training is on but the plan has no regions", path=path,
+                        fix="set region_training to false, or import the dataset with --regions")
+    if not regions:
+        return
+    labels = {int(v) for v in plan.get("labels") or {}}
+    unknown = sorted({int(v) for vs in regions.values() for v in vs} - labels) if labels else []
+    if unknown:
+        raise PlanError(f"regions name label values {unknown} that are not labels of the dataset", path=path)
+    if plan.get("region_training") and plan.get("regions_class_order"):
+        check_class_order(regions, plan["regions_class_order"], path)
 
 
 def save_plan(plan: dict, dataset_dir: str | Path) -> Path:
@@ -117,11 +136,23 @@ def load_plan(path_or_dir: str | Path) -> dict:
 
 def plan_hash(plan: dict) -> str:
     """Hash of everything in the plan that changes training (not the budget's bookkeeping)."""
-    # inference settings (overlap, mirroring, NMS) may be edited after training without retraining
+    # inference settings (overlap, mirroring, NMS, how regions are painted into labels) may be edited
+    # after training without retraining
     skip = {"measured_step_seconds", "budget_minutes", "medsight_version", "device_planned", "fingerprint_signature",
-            "inference"}
+            "inference", "regions_class_order"}
     sub = {k: v for k, v in plan.items() if k not in skip}
     return hashlib.sha1(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def regions_summary(plan: dict) -> str:
+    """One line on the plan's regions: trained (sigmoid outputs, painted values) or only scored."""
+    names = ", ".join(plan["regions"])
+    if not plan.get("region_training"):
+        return f"{names}: scored (training is softmax over labels)"
+    from medsight.tasks.regions import class_order
+
+    painted = ", ".join(f"{n}->{v}" for n, v in zip(plan["regions"], class_order(plan)))
+    return f"{names}: one sigmoid output each; painted {painted}"
 
 
 def summary_table(plan: dict) -> str:
@@ -135,11 +166,13 @@ def summary_table(plan: dict) -> str:
         ("spacing", str(plan.get("target_spacing") or "as the files")),
         ("normalisation", ", ".join(n["scheme"] for n in plan["normalization"])),
         ("batch size", str(plan["batch_size"])),
-        ("loss", plan["loss"]["name"]),
+        ("loss", plan["loss"]["name"] + (" (sigmoid per region)" if plan.get("region_training") else "")),
         ("optimiser", f"{plan['optimizer']['name']} lr={plan['optimizer']['lr']} {plan['optimizer'].get('schedule', '')}"),
         ("training", f"{plan['epochs']} epochs x {plan['steps_per_epoch']} steps"
                      f" (budget {plan.get('budget_minutes')} min, step {plan.get('measured_step_seconds')} s on "
                      f"{plan.get('device_planned')})"),
     ]
+    if plan.get("regions"):
+        rows.insert(3, ("regions", regions_summary(plan)))
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(w)}  {v}" for k, v in rows)

@@ -12,6 +12,7 @@ from medsight.sampling.patches import (
     sample_class_locations,
     segmentation_batches,
 )
+from medsight.sampling.regions import labels_to_regions, region_table, region_training, region_values
 from medsight.sampling.selective import SelectiveSampler
 
 __all__ = [
@@ -22,6 +23,10 @@ __all__ = [
     "extract_multiscale",
     "extract_orthogonal_planes",
     "initial_patch_size",
+    "labels_to_regions",
+    "region_table",
+    "region_training",
+    "region_values",
     "sample_class_locations",
     "segmentation_batches",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from medsight.augmentation.pipeline import TrainingAugmentation
 from medsight.augmentation.spatial import crop_with_padding, extract_patch, initial_patch_size
 from medsight.errors import InputError
+from medsight.sampling.regions import labels_to_regions, region_table, region_training, region_values
 
 __all__ = [
     "BatchLoader",
@@ -178,7 +179,9 @@ class BatchLoader:
     background threads (``num_threads``) and resuming at any epoch give the same batches. The last
     ``oversample_foreground`` share of each batch is forced onto foreground (``oversample_mode=
     "batch_tail"``, nnU-Net's rule: with 2 patches, the second), or each patch with that probability
-    (``"probabilistic"``). Labels come as ``label_dtype`` (cast with ``.long()`` for cross-entropy).
+    (``"probabilistic"``). Labels come as ``label_dtype`` (cast with ``.long()`` for cross-entropy);
+    ``target_transform`` (e.g. labels -> multi-hot regions) maps each label batch after augmentation,
+    in the loader's threads.
     """
 
     def __init__(self, cases: Sequence[Any], patch_size: Sequence[int], batch_size: int = 2,
@@ -186,7 +189,8 @@ class BatchLoader:
                  oversample_mode: str = "batch_tail", seed: int | Sequence[int] = 0, num_threads: int = 0,
                  prefetch: int = 2, class_choice: str = "uniform", image_pad_value: float = 0.0,
                  label_pad_value: int = 0, label_dtype: torch.dtype = torch.int16,
-                 case_weights: Sequence[float] | None = None):
+                 case_weights: Sequence[float] | None = None,
+                 target_transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if not len(cases):
             raise InputError("no cases to sample patches from")
         if oversample_mode not in ("batch_tail", "probabilistic"):
@@ -203,6 +207,7 @@ class BatchLoader:
         self.num_threads = int(num_threads)
         self.prefetch = max(1, int(prefetch))
         self.label_dtype = label_dtype
+        self.target_transform = target_transform
         self.case_probabilities = None
         if case_weights is not None:
             weights = np.asarray(case_weights, dtype=float)
@@ -255,6 +260,8 @@ class BatchLoader:
             if record is not None:
                 record.append({"case": case_index, "center": center.tolist(), "class": cls,
                                "transforms": sample_record})
+        if labels is not None and self.target_transform is not None:
+            labels = self.target_transform(labels)
         return images, labels
 
     def iterate(self, epoch: int, num_batches: int | None = None,
@@ -287,7 +294,9 @@ def segmentation_batches(data: Any, plan: Mapping[str, Any], epoch_seed: Sequenc
     ``locations(id)``; arrays memory-mapped). ``epoch_seed`` is ``(seed, epoch)``: batch ``s`` of process
     ``rank`` is batch ``s * world + rank`` of the epoch, so every process draws different, reproducible
     batches and a resumed run repeats an uninterrupted one. Plan keys: ``patch_size``, ``batch_size``,
-    ``sampler.oversample_foreground`` (default 1/3), ``augmentation`` (see :class:`TrainingAugmentation`).
+    ``sampler.oversample_foreground`` (default 1/3), ``augmentation`` (see :class:`TrainingAugmentation`),
+    ``region_training`` + ``regions``: targets are then (B, R, *patch) float multi-hot region maps built
+    from the augmented label patches (see :mod:`medsight.sampling.regions`).
     """
     patch_size = [int(p) for p in plan["patch_size"]]
     sampler_cfg = dict(plan.get("sampler") or {})
@@ -297,8 +306,17 @@ def segmentation_batches(data: Any, plan: Mapping[str, Any], epoch_seed: Sequenc
     threads = int(sampler_cfg.get("threads", min(4, (os.cpu_count() or 1) // 4)))
     loader = BatchLoader(cases, patch_size, int(plan["batch_size"]), augmentation,
                          oversample_foreground=float(sampler_cfg.get("oversample_foreground", 1 / 3)),
-                         seed=seed or [0], num_threads=threads)
+                         seed=seed or [0], num_threads=threads, target_transform=_target_transform(plan))
     yield from loader.iterate(epoch, indices=[step * world + rank for step in range(steps)])
+
+
+def _target_transform(plan: Mapping[str, Any]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Labels -> multi-hot regions for a region-training plan; None (label maps as they are) otherwise."""
+    if not region_training(plan):
+        return None
+    num_values = max((int(v) for v in plan.get("labels", {})), default=0) + 1
+    table = region_table(region_values(plan), num_values)
+    return lambda labels: labels_to_regions(labels, table)
 
 
 def _area_resize(patch: np.ndarray, size: Sequence[int]) -> np.ndarray:

@@ -10,9 +10,11 @@ from scipy import ndimage
 from torch import nn
 
 from medsight.datasets.manifest import Manifest
-from medsight.errors import InputError
+from medsight.errors import InputError, PlanError
 from medsight.preprocessing.cache import CachedCases
+from medsight.sampling.regions import region_training
 from medsight.tasks.base import Task, write_csv
+from medsight.tasks.regions import check_class_order, class_order, default_class_order, paint_regions
 
 #: voxels of one training patch and batch size, by device kind and dims (sized so a step stays short)
 PATCH_BUDGET = {("cpu", 2): (256 * 256, 4), ("cpu", 3): (64 ** 3, 2),
@@ -41,6 +43,40 @@ def structures(plan: dict) -> dict[str, list[int]]:
     return {name: [int(v)] for v, name in sorted(plan["labels"].items(), key=lambda kv: int(kv[0])) if int(v) != 0}
 
 
+def trained_structures(plan: dict) -> dict[str | int, list[int]]:
+    """What the network is trained on, keyed as decisions name them: regions by name (region training),
+    else each foreground label value on its own."""
+    if region_training(plan):
+        return {k: [int(v) for v in vs] for k, vs in plan["regions"].items()}
+    return {int(v): [int(v)] for v in sorted(plan["labels"], key=int) if int(v) != 0}
+
+
+def output_channels(plan: dict) -> int:
+    """Network outputs: one per region (sigmoid) with region training, else one per label (softmax)."""
+    return len(plan["regions"]) if region_training(plan) else len(plan["labels"])
+
+
+def structure_mask(label: np.ndarray, values: list[int]) -> np.ndarray:
+    """Voxels of ``label`` holding one of ``values``."""
+    return label == values[0] if len(values) == 1 else np.isin(label, values)
+
+
+def region_rules(manifest: Manifest) -> dict:
+    """``region_training`` (on when the dataset declares regions, as nnU-Net) and the painting order:
+    the dataset's own ``regions_class_order`` (nnU-Net dataset.json) when valid, else the default rule."""
+    if not manifest.regions:
+        return {"region_training": False}
+    given = manifest.extra.get("regions_class_order")
+    order = default_class_order(manifest.regions)
+    if given:
+        try:
+            check_class_order(manifest.regions, given)
+            order = [int(v) for v in given]
+        except PlanError:
+            pass
+    return {"region_training": True, "regions_class_order": order}
+
+
 class SegmentationTask(Task):
     """nnU-Net-style segmentation that sizes itself to the machine."""
 
@@ -52,7 +88,8 @@ class SegmentationTask(Task):
                    budget_minutes: float | None = None, measure: bool = True) -> dict:
         """Patch (or whole image), U-Net topology, loss, sampler, augmentation, inference settings.
 
-        On a CPU, with ``measure``, the U-Net's base width is the widest of :data:`BASE_FEATURES` whose
+        A dataset with regions trains one sigmoid output per region (``region_training``; Dice + BCE per
+        region); editing it to false trains softmax over the labels. On a CPU, with ``measure``, the U-Net's base width is the widest of :data:`BASE_FEATURES` whose
         timed step still affords :data:`MIN_STEPS` steps in the budget."""
         from medsight.nets.unet import plan_unet, unet_divisor
 
@@ -65,14 +102,15 @@ class SegmentationTask(Task):
         div = unet_divisor(topo["strides"])
         patch = [int(np.ceil(p / d) * d) for p, d in zip(patch, div)]
         whole = all(p >= m for p, m in zip(patch, median))
-        n_classes = len(manifest.labels)
+        regions = region_rules(manifest)
+        n_out = output_channels({"labels": manifest.labels, "regions": manifest.regions, **regions})
         aug = {"rotation": [-3.1416, 3.1416] if nd == 2 else [-0.5236, 0.5236], "scale": [0.7, 1.4],
                "mirror_axes": list(range(nd)), "elastic": False, "gamma": [0.7, 1.5], "noise": 0.1,
                "blur": [0.5, 1.0], "brightness": [0.75, 1.25], "contrast": [0.75, 1.25], "low_resolution": [0.5, 1.0]}
         rules = {
             "patch_size": patch, "whole_image": whole, "batch_size": batch,
             "network": {"name": "unet", "spatial_dims": nd, "in_channels": fingerprint["num_channels"],
-                        "out_channels": n_classes, **topo, "deep_supervision": True},
+                        "out_channels": n_out, **topo, "deep_supervision": True},
             "loss": {"name": "dice_ce", "batch_dice": True},
             "sampler": {"oversample_foreground": 0.33},
             "augmentation": aug,
@@ -80,10 +118,12 @@ class SegmentationTask(Task):
             "inference": {"overlap": 0.5, "mirror_axes": list(range(nd)), "batch_size": 4},
             "validation": {"every": 1, "fraction_of_time": 0.1, "mirror": False},
             "postprocessing": {"decide_on_validation": True},
+            **regions,
         }
         if device.type != "cuda" and measure:
             budget = budget_minutes if budget_minutes is not None else self.default_budget_minutes[nd]
-            base = self._base_features_for_budget(rules, nd, spacing, device, float(budget))
+            candidate = {**rules, "labels": manifest.labels, "regions": manifest.regions}
+            base = self._base_features_for_budget(candidate, nd, spacing, device, float(budget))
             rules["network"].update(plan_unet(patch, spacing, base_features=base))
         return rules
 
@@ -109,32 +149,35 @@ class SegmentationTask(Task):
 
     # -- training ---------------------------------------------------------------------------------
     def build_network(self, plan: dict) -> nn.Module:
-        """The plan's U-Net."""
+        """The plan's U-Net, with one output per region (region training) or per label."""
         from medsight.nets import create_model
 
-        cfg = dict(plan["network"])
+        cfg = {**plan["network"], "out_channels": output_channels(plan)}
         return create_model(cfg.pop("name"), **cfg)
 
     def build_loss(self, plan: dict) -> nn.Module:
-        """The plan's loss, summed over deep-supervision outputs."""
+        """The plan's loss (sigmoid per region with region training), summed over deep-supervision outputs."""
         from medsight.losses import DeepSupervisionLoss, build_loss
 
-        cfg = dict(plan["loss"])
+        cfg = {**plan["loss"], "sigmoid": region_training(plan)}
         return DeepSupervisionLoss(build_loss(cfg.pop("name"), **cfg))
 
     def training_batches(self, data: CachedCases, plan: dict, epoch_seed: tuple[int, ...], steps: int,
                          rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Patch batches: a third forced onto foreground, augmented; sample j of step s has its own generator."""
+        """Patch batches: a third forced onto foreground, augmented; sample j of step s has its own generator.
+        Targets are label maps, or multi-hot region maps (B, R, *patch) with region training."""
         from medsight.sampling import segmentation_batches
 
         yield from segmentation_batches(data, plan, epoch_seed, steps, rank=rank, world=world)
 
     def example_batch(self, plan: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random batch of the plan's patch size."""
+        """Random batch of the plan's patch size (multi-hot region targets with region training)."""
         b, c = int(plan["batch_size"]), int(plan["network"]["in_channels"])
         x = torch.randn(b, c, *plan["patch_size"])
-        y = torch.randint(0, int(plan["network"]["out_channels"]), (b, 1, *plan["patch_size"]))
-        return x, y
+        k = output_channels(plan)
+        if region_training(plan):
+            return x, (torch.rand(b, k, *plan["patch_size"]) < 0.5).float()
+        return x, torch.randint(0, k, (b, 1, *plan["patch_size"]))
 
     def _sliding(self, models: list[nn.Module], array: np.ndarray, plan: dict, device: torch.device,
                  output: str, mirror: bool) -> np.ndarray:
@@ -152,45 +195,55 @@ class SegmentationTask(Task):
         with torch.inference_mode():
             return sliding_window_inference(
                 torch.from_numpy(np.ascontiguousarray(array)), predictor, plan["patch_size"],
-                int(plan["network"]["out_channels"]), overlap=float(inf.get("overlap", 0.5)),
+                output_channels(plan), overlap=float(inf.get("overlap", 0.5)),
                 batch_size=int(inf.get("batch_size", 4)),
-                mirror_axes=inf.get("mirror_axes") if mirror else None, output=output, device=device)
+                mirror_axes=inf.get("mirror_axes") if mirror else None, output=output,
+                activation="sigmoid" if region_training(plan) else "softmax", device=device)
+
+    def _label_map(self, model: nn.Module, array: np.ndarray, plan: dict, device: torch.device,
+                   mirror: bool) -> np.ndarray:
+        """The network-space label map of one case: softmax argmax, or region masks (sigmoid > 0.5) painted."""
+        pred = self._sliding([model], array, plan, device, "argmax", mirror=mirror)
+        if region_training(plan):
+            return paint_regions(pred, plan["regions"], class_order(plan), dtype=np.int16)
+        return pred
 
     def validate(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device) -> dict[str, float]:
-        """Mean foreground Dice over the validation cases (sliding window, network space); score = Dice."""
+        """Mean Dice over validation cases and trained structures (labels, or regions with region
+        training; sliding window, network space); score = Dice."""
+        mirror = bool(plan.get("validation", {}).get("mirror", False))
         dices = []
         for cid in data.ids:
-            pred = self._sliding([model], data.image(cid, mmap=False), plan, device, "argmax",
-                                 mirror=bool(plan.get("validation", {}).get("mirror", False)))
+            pred = self._label_map(model, data.image(cid, mmap=False), plan, device, mirror)
             ref = np.asarray(data.label(cid))[0]
-            for v in range(1, int(plan["network"]["out_channels"])):
-                p, r = pred == v, ref == v
-                denom = p.sum() + r.sum()
-                dices.append(2.0 * np.logical_and(p, r).sum() / denom if denom else 1.0)
+            dices += [_dice(structure_mask(pred, vs), structure_mask(ref, vs))
+                      for vs in trained_structures(plan).values()]
         model.train()
         d = float(np.mean(dices)) if dices else float("nan")
         return {"score": d, "dice": d}
 
     def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path) -> dict:
-        """Decide post-processing on the validation cases: keep the largest component per class only
-        where it improves the mean validation Dice (nnU-Net's rule)."""
+        """Decide post-processing on the validation cases: keep the largest component per trained structure
+        (label value, or region name) only where it improves its mean validation Dice (nnU-Net's rule)."""
         if not len(data) or not plan.get("postprocessing", {}).get("decide_on_validation", True):
             return {"largest_component": []}
         preds, refs = [], []
         for cid in data.ids:
-            preds.append(self._sliding([model], data.image(cid, mmap=False), plan, device, "argmax", mirror=False))
+            preds.append(self._label_map(model, data.image(cid, mmap=False), plan, device, mirror=False))
             refs.append(np.asarray(data.label(cid))[0])
         keep = []
-        for v in range(1, int(plan["network"]["out_channels"])):
-            before = np.mean([_dice(p == v, r == v) for p, r in zip(preds, refs)])
-            after = np.mean([_dice(largest_component(p == v), r == v) for p, r in zip(preds, refs)])
+        for key, vs in trained_structures(plan).items():
+            masks = [(structure_mask(p, vs), structure_mask(r, vs)) for p, r in zip(preds, refs)]
+            before = np.mean([_dice(p, r) for p, r in masks])
+            after = np.mean([_dice(largest_component(p), r) for p, r in masks])
             if after > before + 1e-4:
-                keep.append(v)
+                keep.append(key)
         return {"largest_component": keep}
 
     # -- inference --------------------------------------------------------------------------------
     def predict_case(self, models: list[nn.Module], array: np.ndarray, plan: dict, device: torch.device) -> np.ndarray:
-        """Class probabilities (K, *s) in network space, mirrored test-time augmentation as planned."""
+        """Class probabilities (K, *s), or region probabilities (R, *s, sigmoid) with region training, in
+        network space; mirrored test-time augmentation as planned."""
         return self._sliding(models, array, plan, device, "probabilities", mirror=True)
 
     def write_case(self, result: dict, out_dir: Path, plan: dict, decisions: dict) -> list[dict]:
@@ -200,19 +253,26 @@ class SegmentationTask(Task):
         from medsight.preprocessing.pipeline import restore_prediction
 
         values = sorted(int(v) for v in plan["labels"])
-        probs = restore_prediction(result["prediction"], result["props"], kind="probabilities")
-        label = np.asarray(values, dtype=np.int16)[np.argmax(probs, 0)]
-        for v in decisions.get("largest_component", []):
-            m = label == v
-            label[m & ~largest_component(m)] = 0
+        if region_training(plan):
+            probs = restore_region_probabilities(result["prediction"], result["props"])
+            label = paint_regions(probs > 0.5, plan["regions"], class_order(plan), dtype=np.int16)
+        else:
+            probs = restore_prediction(result["prediction"], result["props"], kind="probabilities")
+            label = np.asarray(values, dtype=np.int16)[np.argmax(probs, 0)]
+        structs = trained_structures(plan)
+        for key in decisions.get("largest_component", []):
+            if key in structs:
+                m = structure_mask(label, structs[key])
+                label[m & ~largest_component(m)] = 0
         img = result["image"]
         dtype = np.uint8 if max(values) < 256 else np.uint16
         write_image(img.with_array(label[None].astype(dtype), channel_names=["label"]),
                     out_dir / f"{result['case']}{result['extension']}", reference=result.get("source"))
         if result.get("save_probabilities"):
             (out_dir / "probabilities").mkdir(exist_ok=True)
+            extra = {"regions": np.array(list(plan["regions"]))} if region_training(plan) else {}
             np.savez_compressed(out_dir / "probabilities" / f"{result['case']}.npz",
-                                probabilities=probs.astype(np.float16))
+                                probabilities=probs.astype(np.float16), **extra)
         return volume_rows(result["case"], label, img.spacing, plan, known_spacing=result.get("known_spacing", True))
 
     def write_summary(self, rows: list[dict], out_dir: Path, plan: dict, decisions: dict) -> list[Path]:
@@ -271,6 +331,16 @@ class SegmentationTask(Task):
 def _dice(p: np.ndarray, r: np.ndarray) -> float:
     denom = p.sum() + r.sum()
     return float(2.0 * np.logical_and(p, r).sum() / denom) if denom else 1.0
+
+
+def restore_region_probabilities(pred: np.ndarray, props: dict) -> np.ndarray:
+    """Network-space region probabilities (R, *s) on the case's original grid: resampled linearly,
+    0 (no region) where the crop removed the border."""
+    from medsight.preprocessing.crop import paste
+    from medsight.preprocessing.resample import resample_image
+
+    restored = resample_image(pred.astype(np.float32, copy=False), tuple(props["cropped_shape"]), order=1)
+    return paste(restored, [tuple(b) for b in props["bbox"]], tuple(props["original_shape"]), fill=0.0)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

@@ -59,3 +59,26 @@ def cosine_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, base_lr: f
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+
+
+def train_in_memory(model: nn.Module, x, y, loss_fn: nn.Module, epochs: int, batch_size: int, lr: float,
+                    weight_decay: float, seed: int, flip_dims: tuple[int, ...] = ()) -> nn.Module:
+    """Train ``model`` on in-memory arrays ``x`` and class indices ``y`` (numpy), shuffled each epoch, each of
+    ``flip_dims`` flipped with probability 1/2 per batch; AdamW with a cosine learning rate. Returns it in eval mode."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = max(1, math.ceil(len(x) / batch_size))
+    total = steps * epochs
+    model.train()
+    for step in range(total):
+        if step % steps == 0:
+            order = rng.permutation(len(x))
+        idx = order[(step % steps) * batch_size:(step % steps + 1) * batch_size]
+        xb = torch.from_numpy(x[idx])
+        dims = [d for d in flip_dims if rng.random() < 0.5]
+        if dims:
+            xb = torch.flip(xb, dims)
+        cosine_step(optimizer, loss_fn(model(xb), torch.from_numpy(y[idx])), lr, step, total)
+    return model.eval()
