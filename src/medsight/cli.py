@@ -196,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--side", type=int, default=64, help="slices are resized to side x side (default 64)")
     p.add_argument("--threads", type=int)
 
+    p = cmd("weak", "weakly supervised localisation: a classifier trained on image labels only (holds an object "
+                    "of the class, from a detection dataset's boxes); its class-activation map's peaks are the "
+                    "points, scored against the boxes (image AUC, FROC/CPM)",
+            "medsight weak work/bccd --positive-class Platelets -o out/bccd_weak")
+    p.add_argument("dataset_dir", help="an imported 2D detection dataset (e.g. --format voc)")
+    p.add_argument("--positive-class", required=True)
+    p.add_argument("-o", "--out", required=True)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--downsample", type=int, default=1)
+    p.add_argument("--threads", type=int)
+
     p = cmd("demo", "the whole flow on small real data shipped inside medsight (under 3 minutes on 2 cores)",
             "medsight demo out/demo")
     p.add_argument("out_dir", nargs="?", default="medsight-demo")
@@ -270,6 +281,12 @@ def dispatch(args: argparse.Namespace) -> None:
         set_threads(args.threads)
         localise(args.dataset_dir, args.out, structure=args.structure, folds=args.folds, epochs=args.epochs,
                  side=args.side)
+    elif args.command == "weak":
+        from medsight.device import set_threads
+        from medsight.weak import weak_localise
+
+        set_threads(args.threads)
+        weak_localise(args.dataset_dir, args.out, args.positive_class, epochs=args.epochs, downsample=args.downsample)
     elif args.command == "demo":
         from medsight.demo import run_demo
 
