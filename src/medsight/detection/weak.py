@@ -81,31 +81,14 @@ def train_cam_localiser(images: np.ndarray, labels: np.ndarray, epochs: int = 12
                         lr: float = 1e-3, seed: int = 0, pretrained: bool = True) -> CamLocaliser:
     """Fine-tune :class:`CamLocaliser` on images (N, 3, H, W) (0-255) and image labels (N,) with flips;
     binary cross-entropy, AdamW, cosine learning rate (the backbone at a tenth of it)."""
+    from medsight.training.optim import train_in_memory
+
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     model = CamLocaliser(pretrained=pretrained)
-    backbone = [p for p in model.encoder.parameters()]
-    optimizer = torch.optim.AdamW([{"params": backbone, "lr": lr * 0.1, "base": lr * 0.1},
-                                   {"params": model.classifier.parameters(), "lr": lr, "base": lr}],
-                                  weight_decay=1e-4)
-    steps = max(1, math.ceil(len(images) / batch_size))
-    total = steps * epochs
-    model.train()
-    for step in range(total):
-        if step % steps == 0:
-            order = rng.permutation(len(images))
-        idx = order[(step % steps) * batch_size:(step % steps + 1) * batch_size]
-        x = imagenet_batch(images[idx])
-        dims = [d for d in (2, 3) if rng.random() < 0.5]
-        if dims:
-            x = torch.flip(x, dims)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base"] * 0.5 * (1 + math.cos(math.pi * step / total))
-        loss = F.binary_cross_entropy_with_logits(model(x), torch.from_numpy(labels[idx]).float())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    groups = [{"params": list(model.encoder.parameters()), "lr": lr * 0.1},
+              {"params": list(model.classifier.parameters()), "lr": lr}]
+    return train_in_memory(model, images, labels.astype(np.float32), F.binary_cross_entropy_with_logits, epochs,
+                           batch_size, lr, 1e-4, seed, flip_dims=(2, 3), param_groups=groups, to_tensor=imagenet_batch)
 
 
 @torch.inference_mode()

@@ -61,14 +61,20 @@ def cosine_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, base_lr: f
     optimizer.step()
 
 
-def train_in_memory(model: nn.Module, x, y, loss_fn: nn.Module, epochs: int, batch_size: int, lr: float,
-                    weight_decay: float, seed: int, flip_dims: tuple[int, ...] = ()) -> nn.Module:
-    """Train ``model`` on in-memory arrays ``x`` and class indices ``y`` (numpy), shuffled each epoch, each of
-    ``flip_dims`` flipped with probability 1/2 per batch; AdamW with a cosine learning rate. Returns it in eval mode."""
+def train_in_memory(model: nn.Module, x, y, loss_fn, epochs: int, batch_size: int, lr: float,
+                    weight_decay: float, seed: int, flip_dims: tuple[int, ...] = (), param_groups: list[dict] | None = None,
+                    to_tensor=None) -> nn.Module:
+    """Train ``model`` on in-memory arrays ``x`` and targets ``y`` (numpy), shuffled each epoch, each of
+    ``flip_dims`` flipped with probability 1/2 per batch; AdamW with a cosine learning rate from ``lr`` (or
+    from each of ``param_groups``' own ``lr``). ``to_tensor`` turns a numpy batch into the input tensor
+    (default ``torch.from_numpy``); ``loss_fn(output, target tensor)``. Returns the model in eval mode."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    groups = param_groups if param_groups is not None else [{"params": list(model.parameters()), "lr": lr}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    base = [g["lr"] for g in optimizer.param_groups]
+    convert = to_tensor or torch.from_numpy
     steps = max(1, math.ceil(len(x) / batch_size))
     total = steps * epochs
     model.train()
@@ -76,9 +82,14 @@ def train_in_memory(model: nn.Module, x, y, loss_fn: nn.Module, epochs: int, bat
         if step % steps == 0:
             order = rng.permutation(len(x))
         idx = order[(step % steps) * batch_size:(step % steps + 1) * batch_size]
-        xb = torch.from_numpy(x[idx])
+        xb = convert(x[idx])
         dims = [d for d in flip_dims if rng.random() < 0.5]
         if dims:
             xb = torch.flip(xb, dims)
-        cosine_step(optimizer, loss_fn(model(xb), torch.from_numpy(y[idx])), lr, step, total)
+        for group, lr0 in zip(optimizer.param_groups, base):
+            group["lr"] = lr0 * 0.5 * (1 + math.cos(math.pi * step / total))
+        loss = loss_fn(model(xb), torch.from_numpy(y[idx]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
     return model.eval()
