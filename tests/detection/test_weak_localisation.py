@@ -40,6 +40,7 @@ def test_weak_command_on_bccd_subset(shared_data, tmp_path):
                         str(out), "--epochs", "1", "--downsample", "4", "--threads", "1"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+    assert "weak localiser epoch 1/1: train_loss" in r.stdout  # long work shows progress
     result = json.loads((out / "weak.json").read_text())
     assert result["val_images"] == 4 and result["train_images"] == 6
     assert result["val_objects"] > 0 and (result["cpm"] is None or 0.0 <= result["cpm"] <= 1.0)

@@ -122,7 +122,7 @@ def train_mil(tiles: np.ndarray, labels: np.ndarray, epochs: int, batch_size: in
     """Train :class:`AttentionMIL` on bags with flips as augmentation; cosine learning rate."""
     torch.manual_seed(seed)
     return train_in_memory(AttentionMIL(tiles.shape[2]), tiles, labels, nn.CrossEntropyLoss(), epochs, batch_size,
-                           lr, 1e-2, seed, flip_dims=(3, 4))
+                           lr, 1e-2, seed, flip_dims=(3, 4), name="MIL")
 
 
 @torch.inference_mode()

@@ -93,7 +93,7 @@ def train_slice_classifier(slices: np.ndarray, labels: np.ndarray, epochs: int =
     counts = np.bincount(labels, minlength=2).astype(float)
     weight = torch.tensor(counts.sum() / np.maximum(2 * counts, 1), dtype=torch.float32)
     return train_in_memory(SliceClassifier(slices.shape[1]), slices, labels, nn.CrossEntropyLoss(weight=weight),
-                           epochs, batch_size, lr, 1e-4, seed, flip_dims=(2, 3))
+                           epochs, batch_size, lr, 1e-4, seed, flip_dims=(2, 3), name="slice classifier")
 
 
 @torch.inference_mode()

@@ -88,7 +88,8 @@ def train_cam_localiser(images: np.ndarray, labels: np.ndarray, epochs: int = 12
     groups = [{"params": list(model.encoder.parameters()), "lr": lr * 0.1},
               {"params": list(model.classifier.parameters()), "lr": lr}]
     return train_in_memory(model, images, labels.astype(np.float32), F.binary_cross_entropy_with_logits, epochs,
-                           batch_size, lr, 1e-4, seed, flip_dims=(2, 3), param_groups=groups, to_tensor=imagenet_batch)
+                           batch_size, lr, 1e-4, seed, flip_dims=(2, 3), param_groups=groups, to_tensor=imagenet_batch,
+                           name="weak localiser")
 
 
 @torch.inference_mode()

@@ -63,11 +63,14 @@ def cosine_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, base_lr: f
 
 def train_in_memory(model: nn.Module, x, y, loss_fn, epochs: int, batch_size: int, lr: float,
                     weight_decay: float, seed: int, flip_dims: tuple[int, ...] = (), param_groups: list[dict] | None = None,
-                    to_tensor=None) -> nn.Module:
+                    to_tensor=None, name: str | None = None) -> nn.Module:
     """Train ``model`` on in-memory arrays ``x`` and targets ``y`` (numpy), shuffled each epoch, each of
     ``flip_dims`` flipped with probability 1/2 per batch; AdamW with a cosine learning rate from ``lr`` (or
     from each of ``param_groups``' own ``lr``). ``to_tensor`` turns a numpy batch into the input tensor
-    (default ``torch.from_numpy``); ``loss_fn(output, target tensor)``. Returns the model in eval mode."""
+    (default ``torch.from_numpy``); ``loss_fn(output, target tensor)``. With ``name``, one line per epoch
+    (mean loss, seconds) goes to stdout. Returns the model in eval mode."""
+    import time
+
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -78,6 +81,7 @@ def train_in_memory(model: nn.Module, x, y, loss_fn, epochs: int, batch_size: in
     steps = max(1, math.ceil(len(x) / batch_size))
     total = steps * epochs
     model.train()
+    losses, start = [], time.perf_counter()
     for step in range(total):
         if step % steps == 0:
             order = rng.permutation(len(x))
@@ -92,4 +96,8 @@ def train_in_memory(model: nn.Module, x, y, loss_fn, epochs: int, batch_size: in
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        losses.append(float(loss.detach()))
+        if name and (step + 1) % steps == 0:
+            print(f"{name} epoch {(step + 1) // steps}/{epochs}: train_loss {np.mean(losses[-steps:]):.4f}, "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
     return model.eval()
