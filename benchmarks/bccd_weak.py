@@ -6,7 +6,7 @@ labels only; its CAM peaks on the 87 validation images are scored against the pl
 FROC sensitivities and CPM with a hit when a point lies in a platelet box). Writes
 benchmarks/results/bccd_weak.json.
 
-    python benchmarks/bccd_weak.py              # about 10 minutes on 2 cores
+    python benchmarks/bccd_weak.py              # about 5 minutes on 2 cores (half-size images)
     python benchmarks/bccd_weak.py --epochs 1   # a quick look
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from _segmentation import medsight
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--downsample", type=int, default=1)
+    parser.add_argument("--downsample", type=int, default=2, help="images at half size (platelets ~10 px)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="medsight_weak_") as tmp:

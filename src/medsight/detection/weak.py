@@ -29,6 +29,9 @@ class CamLocaliser(nn.Module):
         self.encoder = net
         self.last_block = net._pyramid_blocks[net.feature_strides.index(self.stride)]
         self.classifier = nn.Conv2d(net.feature_channels[net.feature_strides.index(self.stride)], 1, 1)
+        # zero start: every location scores 0, the image logit is 0 (loss log 2), not a random saturated value
+        nn.init.zeros_(self.classifier.weight)
+        nn.init.zeros_(self.classifier.bias)
         self.sharpness = sharpness
 
     def score_map(self, x: Tensor) -> Tensor:
