@@ -213,10 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: commands that train in the CLI's own process (train and predict set their threads through the API)
+THREADED_STUDIES = ("pretrain", "lesions", "mil", "localise", "weak")
+
+
 def dispatch(args: argparse.Namespace) -> None:
     """Call the API function of the parsed command."""
     from medsight import api
 
+    if args.command in THREADED_STUDIES:  # the study commands train in this process
+        from medsight.device import set_threads
+
+        set_threads(args.threads)
     if args.command == "import":
         opts = _options(args.option)
         for k in ("images_dir", "labels_dir", "eval_mask_dir", "label_map", "label_names", "regions", "csv"):
@@ -254,38 +262,28 @@ def dispatch(args: argparse.Namespace) -> None:
                 folds=args.folds, label_fraction=args.label_fraction, encoder=args.encoder, side=args.side,
                 epochs=args.epochs, threads=args.threads)
     elif args.command == "pretrain":
-        from medsight.device import set_threads
         from medsight.pretrain import pretrain
 
-        set_threads(args.threads)
         pretrain(args.images_dir, args.output, epochs=args.epochs, budget_minutes=args.budget_minutes,
                  side=args.side, init=args.init)
     elif args.command == "lesions":
         from medsight.classification.lesions import classify_lesions
-        from medsight.device import set_threads
 
-        set_threads(args.threads)
         classify_lesions(args.points_csv, args.out, scales=args.scales, patch=args.patch, epochs=args.epochs,
                          mode=args.mode, images_root=args.images_root)
     elif args.command == "mil":
         from medsight.classification.mil import run_mil
-        from medsight.device import set_threads
 
-        set_threads(args.threads)
         run_mil(args.dataset_dir, args.out, args.positive_class, epochs=args.epochs, downsample=args.downsample,
                 tile=args.tile)
     elif args.command == "localise":
-        from medsight.device import set_threads
         from medsight.localise import localise
 
-        set_threads(args.threads)
         localise(args.dataset_dir, args.out, structure=args.structure, folds=args.folds, epochs=args.epochs,
                  side=args.side)
     elif args.command == "weak":
-        from medsight.device import set_threads
         from medsight.weak import weak_localise
 
-        set_threads(args.threads)
         weak_localise(args.dataset_dir, args.out, args.positive_class, epochs=args.epochs, downsample=args.downsample)
     elif args.command == "demo":
         from medsight.demo import run_demo
