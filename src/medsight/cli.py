@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-names", help="value:name pairs naming the label values, e.g. 1:vessel")
     p.add_argument("--regions", help="overlapping structures to score, e.g. 'whole=1,2,3,4;core=1,3,4;enhancing=4'")
     p.add_argument("--csv")
+    p.add_argument("--min-box-size", type=int, metavar="VOXELS",
+                   help="with --task detection on masks: components under this many voxels make no box (default 20)")
     p.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
     p.add_argument("--val-cases", nargs="+", metavar="ID",
                    help="one fixed split instead of folds: these case ids validate, the rest train "
@@ -227,8 +229,9 @@ def dispatch(args: argparse.Namespace) -> None:
         set_threads(args.threads)
     if args.command == "import":
         opts = _options(args.option)
-        for k in ("images_dir", "labels_dir", "eval_mask_dir", "label_map", "label_names", "regions", "csv"):
-            if getattr(args, k):
+        for k in ("images_dir", "labels_dir", "eval_mask_dir", "label_map", "label_names", "regions", "csv",
+                  "min_box_size"):
+            if getattr(args, k) is not None:
                 opts[k] = getattr(args, k)
         m = api.import_dataset(args.source, args.dataset_dir, format=args.format, task=args.task,
                                n_folds=args.folds, val_cases=args.val_cases, **opts)

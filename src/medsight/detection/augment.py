@@ -66,8 +66,9 @@ def sample_patch(image: np.ndarray, lo: np.ndarray, hi: np.ndarray, labels: np.n
         lo_px = min(lo_px, hi_px - 1)
         positions.append(pos[::-1] if a in mirror else pos)
         region.append((lo_px, hi_px))
-    crop = np.asarray(image[(slice(None), *[slice(a, b) for a, b in region])], dtype=np.float32)
-    x = torch.from_numpy(np.ascontiguousarray(crop))[None]
+    # a copy: a read-only memory map's slice must not become a tensor that could write through it
+    crop = np.array(image[(slice(None), *[slice(a, b) for a, b in region])], dtype=np.float32, order="C")
+    x = torch.from_numpy(crop)[None]
     if whole and not mirror and tuple(patch) == tuple(image.shape[1:]):
         out = x[0]
     else:  # normalised to [-1, 1] over the crop for grid_sample (outside it: zeros, as outside the image)

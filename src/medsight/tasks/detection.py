@@ -116,7 +116,7 @@ class DetectionTask(Task):
                                          "saturation": [0.7, 1.3]} if rgb else
                                         {"brightness": 0.1, "contrast": [0.85, 1.15]})},
             "optimizer": {"name": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "schedule": "cosine", "warmup_steps": 50},
-            "inference": {"batch_size": 8, "mirror_axes": list(range(nd))},
+            "inference": {"batch_size": 8, "mirror_axes": list(range(nd)), "overlap": 0.5},
             "validation": {"every": 2, "max_cases": 40, "fraction_of_time": 0.1},
             "channels_last": nd == 2,
         }
@@ -270,28 +270,81 @@ class DetectionTask(Task):
                 n += 1
         return heat / n, size / n, offset / len(models)
 
+    @torch.inference_mode()
+    def _windowed_maps(self, models: list[nn.Module], image: np.ndarray, plan: dict,
+                       device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Dense maps (1, ., *cells) of one image larger than the training patch, window by window.
+
+        Windows of the patch size (as in training, so instance norm sees patch-sized statistics) are placed
+        as the foundation's sliding window places them (overlap ``inference.overlap``), with corners moved
+        onto the output stride so that each window's cells fall on the image's cell grid; the maps are
+        blended with the foundation's Gaussian weights at cell resolution (small: one value per cell).
+        """
+        from medsight.inference.sliding_window import gaussian_importance_map, window_positions
+
+        stride = [int(v) for v in plan["detection"]["stride"]]
+        roi = [int(v) for v in plan["patch_size"]]
+        spatial = list(image.shape[1:])
+        padded = [max(r, -(-s // st) * st) for s, r, st in zip(spatial, roi, stride)]
+        x = np.zeros((image.shape[0], *padded), np.float32)
+        x[(slice(None), *[slice(0, s) for s in spatial])] = image
+        corners = sorted({tuple(min(c // st * st, p - r) for c, st, p, r in zip(corner, stride, padded, roi))
+                          for corner in window_positions(padded, roi, float(plan["inference"].get("overlap", 0.5)))})
+        roi_cells = [r // st for r, st in zip(roi, stride)]
+        weights = gaussian_importance_map(roi_cells).to(device)
+        cells = [p // st for p, st in zip(padded, stride)]
+        k, nd = len(class_values(plan)), int(plan["dims"])
+        total = torch.zeros(k + 2 * nd, *cells, device=device)
+        weight_sum = torch.zeros(*cells, device=device)
+        batch = max(1, int(plan.get("inference", {}).get("batch_size", 8)))
+        for start in range(0, len(corners), batch):
+            group = corners[start:start + batch]
+            windows = np.stack([x[(slice(None), *[slice(c, c + r) for c, r in zip(corner, roi)])] for corner in group])
+            heat, size, offset = self._dense_maps(models, torch.from_numpy(windows).to(device), plan)
+            maps = torch.cat([heat, size, offset], 1)
+            for corner, m in zip(group, maps):
+                where = tuple(slice(c // st, c // st + rc) for c, st, rc in zip(corner, stride, roi_cells))
+                total[(slice(None), *where)] += m[(slice(None), *[slice(0, rc) for rc in roi_cells])] * weights
+                weight_sum[where] += weights
+        keep = tuple(slice(0, -(-s // st)) for s, st in zip(spatial, stride))
+        out = (total / weight_sum)[(slice(None), *keep)][None]
+        return out[:, :k], out[:, k:k + nd], out[:, k + nd:]
+
+    def _uses_windows(self, array: np.ndarray, plan: dict) -> bool:
+        """Patch-trained plans predict images larger than the patch by sliding windows."""
+        return (not plan.get("whole_image", True)
+                and any(s > p for s, p in zip(array.shape[1:], plan["patch_size"])))
+
     def predict_cases(self, models: list[nn.Module], arrays: list[np.ndarray], plan: dict,
                       device: torch.device) -> list:
-        """Candidates of several preprocessed images (same-shape images batched)."""
+        """Candidates of several preprocessed images (same-shape images batched; images larger than a
+        training patch of a patch-trained plan by sliding windows)."""
         from medsight.detection.decode import decode_maps, nms_per_class
 
         det = plan["detection"]
         batch = max(1, int(plan.get("inference", {}).get("batch_size", 8)))
         results: list = [None] * len(arrays)
+
+        def decode(heat, size, offset) -> dict:
+            cand = decode_maps(heat, size, offset, det["stride"], max_candidates=int(det.get("max_detections", 300)),
+                               score_threshold=float(det.get("score_threshold", 0.01)),
+                               kernel=int(det.get("pool_kernel", 3)), keep_best=True)
+            return nms_per_class(cand, float(det.get("nms_iou", 0.6)))
+
         by_shape: dict[tuple, list[int]] = {}
         for i, a in enumerate(arrays):
-            by_shape.setdefault(tuple(a.shape), []).append(i)
+            if self._uses_windows(a, plan):
+                heat, size, offset = self._windowed_maps(models, a, plan, device)
+                results[i] = decode(heat[0], size[0], offset[0])
+            else:
+                by_shape.setdefault(tuple(a.shape), []).append(i)
         for group in by_shape.values():
             for start in range(0, len(group), batch):
                 idx = group[start:start + batch]
                 x = torch.from_numpy(np.ascontiguousarray(np.stack([arrays[i] for i in idx]))).float().to(device)
                 heat, size, offset = self._dense_maps(models, x, plan)
                 for b, i in enumerate(idx):
-                    cand = decode_maps(heat[b], size[b], offset[b], det["stride"],
-                                       max_candidates=int(det.get("max_detections", 300)),
-                                       score_threshold=float(det.get("score_threshold", 0.01)),
-                                       kernel=int(det.get("pool_kernel", 3)), keep_best=True)
-                    results[i] = nms_per_class(cand, float(det.get("nms_iou", 0.6)))
+                    results[i] = decode(heat[b], size[b], offset[b])
         return results
 
     def predict_case(self, models: list[nn.Module], array: np.ndarray, plan: dict, device: torch.device) -> dict:

@@ -25,6 +25,7 @@ from medsight.datasets.check import scan_dataset, validate_labels
 from medsight.datasets.importers import cases, dicom, folder_csv, folder_json, medmnist, msd, pairs, voc
 from medsight.datasets.importers.common import mask_label_mapping, parse_name_map
 from medsight.datasets.manifest import Manifest, make_splits
+from medsight.datasets.mask_boxes import DEFAULT_MIN_SIZE, convert_to_detection
 from medsight.errors import InputError
 
 log = logging.getLogger("medsight.datasets")
@@ -32,6 +33,8 @@ log = logging.getLogger("medsight.datasets")
 IMPORTERS: dict[str, ModuleType] = {m.FORMAT: m for m in (msd, pairs, cases, folder_csv, folder_json, medmnist,
                                                            voc, dicom)}
 FORMATS = tuple(IMPORTERS)
+#: formats whose targets are label masks: with ``task="detection"`` their components become boxes
+MASK_FORMATS = ("msd", "pairs", "cases")
 #: Detection order: the most specific layouts first.
 DETECT_ORDER = ("medmnist", "msd", "voc", "folder-json", "pairs", "folder-csv", "dicom", "cases")
 
@@ -125,14 +128,16 @@ def _fix_validation_cases(manifest: Manifest, val_cases: Sequence[str] | str) ->
 def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "auto", task: str | None = None,
                    n_folds: int = 5, workers: int = 2, progress: bool = True, label_names: str | dict | None = None,
                    val_cases: Sequence[str] | str | None = None, regions: str | dict | None = None,
-                   **options: Any) -> Manifest:
+                   min_box_size: int | None = None, **options: Any) -> Manifest:
     """Import SOURCE (format auto-detected or named), check every file, write DATASET_DIR/manifest.json.
 
     ``options`` are the format's own (``images_dir``, ``label_map``, ``csv``, ...; None values ignored);
     ``label_names`` ("1:vessel") renames label values after import; ``val_cases`` (case ids, a
     comma-separated string, or a text file of ids) fixes one train/validation split instead of
     ``n_folds`` folds; ``regions`` ("whole=1,2,3,4;core=1,3,4" or a dict) defines overlapping structures
-    scored (and reported) instead of the single labels, as the BraTS regions. Returns the saved Manifest.
+    scored (and reported) instead of the single labels, as the BraTS regions. ``task="detection"`` on a
+    format of label masks (msd, pairs, cases) makes every connected component of each label, or of each
+    region, a box (components under ``min_box_size`` voxels skipped). Returns the saved Manifest.
     """
     path = Path(source).expanduser()
     if not path.exists():
@@ -143,7 +148,11 @@ def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "a
         raise InputError(f"unknown format {fmt!r}", fix=f"use one of auto, {', '.join(FORMATS)}")
     options = {k: v for k, v in options.items() if v is not None}
     _check_options(fmt, options)
-    manifest = IMPORTERS[fmt].build(path, task=task, **options)
+    boxes_from_masks = task == "detection" and fmt in MASK_FORMATS
+    if min_box_size is not None and not boxes_from_masks:
+        raise InputError("--min-box-size applies to boxes made from label masks",
+                         fix=f"use it with --task detection on a format of masks ({', '.join(MASK_FORMATS)})")
+    manifest = IMPORTERS[fmt].build(path, task="segmentation" if boxes_from_masks else task, **options)
     manifest.source, manifest.source_format = str(path), fmt
     if val_cases is not None:
         _fix_validation_cases(manifest, val_cases)
@@ -159,6 +168,11 @@ def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "a
     if regions:
         manifest.regions = _parse_regions(regions, manifest)
     check_warnings = [w for f in facts.values() for w in f.warnings] + validate_labels(manifest, facts)
+    if boxes_from_masks:
+        check_warnings = [w for w in check_warnings if "mask is empty" not in w]  # an empty mask is a negative
+        check_warnings += convert_to_detection(manifest, manifest.regions or None,
+                                               DEFAULT_MIN_SIZE if min_box_size is None else int(min_box_size),
+                                               workers=workers, progress=progress)
     for warning in check_warnings:
         log.warning(warning)
     manifest.splits = make_splits(manifest.cases, manifest.task, n_folds=int(n_folds))
