@@ -32,6 +32,20 @@ def test_report_by_hand_two_images_one_false_positive():
     assert 0 <= lo <= hi <= 1
 
 
+def test_centre_in_box_froc_counts_a_loose_box_that_iou_misses():
+    # one 3D lesion; the best detection is three times too wide along x, so IoU misses it
+    lesion = np.array([[10, 10, 10, 20, 20, 20]], float)
+    loose = np.array([[0, 10, 10, 30, 20, 20]], float)  # IoU 1/3, centre (15, 15, 15) inside the lesion
+    away = np.array([[40, 40, 40, 50, 50, 50]], float)  # a false positive either way
+    dets = [(np.concatenate([loose, away]), np.array([0.9, 0.5]), np.array(["T", "T"]))]
+    r = detection_report(dets, [(lesion, np.array(["T"]))], ["T"], n_boot=50)
+    t = r["per_class"]["T"]
+    assert t["cpm"] == 0.0 and t["ap50"] == 0.0
+    # centre hits: the lesion is found first (0 FP), so every rate has sensitivity 1
+    assert t["froc_centre"]["sensitivities"] == pytest.approx([1.0] * 7)
+    assert t["cpm_centre"] == pytest.approx(1.0) and r["summary"]["cpm_centre"]["value"] == pytest.approx(1.0)
+
+
 def test_centernet_shapes_prior_and_registry():
     net = create_model("centernet", num_classes=3, pretrained=False, frozen_units=6).eval()
     with torch.no_grad():

@@ -22,7 +22,7 @@ from medsight.evaluation.detection import (
     split_by_class,
 )
 
-STATISTICS = ("ap50", "map_coco", "cpm")
+STATISTICS = ("ap50", "map_coco", "cpm", "cpm_centre")
 CURVE_POINTS = 200
 
 
@@ -33,10 +33,11 @@ def _thin(values: np.ndarray, n: int = CURVE_POINTS) -> list[float]:
     return [round(float(v), 5) for v in values]
 
 
-def _statistics(coco, froc_matches, weights: np.ndarray | None = None) -> dict[str, float | None]:
+def _statistics(coco, froc_matches, centre_matches, weights: np.ndarray | None = None) -> dict[str, float | None]:
     return {"ap50": ap_from_matches(coco, "all_point", 0, image_weights=weights)["ap"],
             "map_coco": map_from_matches(coco, "101_point", image_weights=weights)["map"],
-            "cpm": froc_from_matches(froc_matches, FROC_RATES, image_weights=weights)["cpm"]}
+            "cpm": froc_from_matches(froc_matches, FROC_RATES, image_weights=weights)["cpm"],
+            "cpm_centre": froc_from_matches(centre_matches, FROC_RATES, image_weights=weights)["cpm"]}
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -52,7 +53,9 @@ def detection_report(detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
     ``detections[i] = (boxes, scores, labels)``, ``ground_truth[i] = (boxes, labels)`` as in
     :func:`medsight.evaluation.detection.detection_metrics`. Per class: ``ap50`` (VOC all-point at
     ``iou_threshold``), ``map_coco`` (101-point, IoU 0.5:0.95), ``cpm`` and FROC sensitivities (hits by
-    IoU >= ``iou_threshold``), each with a 95% interval, counts and the PR and FROC curves.
+    IoU >= ``iou_threshold``) and ``cpm_centre`` with its FROC (a hit when the detection's centre lies in
+    the object's box, as lesion-detection challenges count hits), each with a 95% interval, counts and
+    the PR and FROC curves.
     """
     dets, gts = split_by_class(detections, ground_truth, class_names)
     n_images = len(detections)
@@ -61,11 +64,15 @@ def detection_report(detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
     for name in class_names:
         coco = pool_matches(match_images(dets[name], gts[name], COCO_THRESHOLDS))
         froc_matches = pool_matches(match_images(dets[name], gts[name], [iou_threshold], ignore_duplicates=True))
-        pooled[name] = (coco, froc_matches)
+        centre_matches = pool_matches(match_images(dets[name], gts[name], match="center", ignore_duplicates=True))
+        pooled[name] = (coco, froc_matches, centre_matches)
         ap = ap_from_matches(coco, "all_point", 0)
         fr = froc_from_matches(froc_matches, FROC_RATES)
-        per_class[name] = {**_statistics(coco, froc_matches),
+        fr_centre = froc_from_matches(centre_matches, FROC_RATES)
+        per_class[name] = {**_statistics(coco, froc_matches, centre_matches),
                            "froc": {"fp_rates": fr["fp_rates"], "sensitivities": fr["sensitivities"]},
+                           "froc_centre": {"fp_rates": fr_centre["fp_rates"],
+                                           "sensitivities": fr_centre["sensitivities"]},
                            "n_gt": int(sum(len(g) for g in gts[name])),
                            "n_detections": int(sum(len(s) for _, s in dets[name])),
                            "pr_curve": {"recall": _thin(ap["recall"]), "precision": _thin(ap["precision"])},

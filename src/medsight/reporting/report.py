@@ -100,18 +100,20 @@ def _dice_histogram(dice: list[float]) -> str:
 
 
 def _detection_table(metrics: dict) -> str:
-    """Per class and mean: AP@0.5, COCO mAP, CPM with their 95% intervals, box counts."""
+    """Per class and mean: AP@0.5, COCO mAP, CPM (IoU hits, centre-in-box hits) with 95% intervals, counts."""
     rows = []
     for name, v in (metrics.get("per_class") or {}).items():
         rows.append([name, v.get("ap50"), v.get("ap50_ci95") or "", v.get("map_coco"), v.get("cpm"),
-                     v.get("cpm_ci95") or "", v.get("n_gt"), v.get("n_detections")])
+                     v.get("cpm_ci95") or "", v.get("cpm_centre"), v.get("n_gt"), v.get("n_detections")])
     s = metrics.get("summary", {})
     if s:
         get = lambda k, f: (s.get(k) or {}).get(f)  # noqa: E731
         rows.append(["mean", get("ap50", "value"), get("ap50", "ci95") or "", get("map_coco", "value"),
-                     get("cpm", "value"), get("cpm", "ci95") or "", s.get("n_gt"), s.get("n_detections")])
+                     get("cpm", "value"), get("cpm", "ci95") or "", get("cpm_centre", "value"), s.get("n_gt"),
+                     s.get("n_detections")])
     return _table([["-" if c is None else c for c in r] for r in rows],
-                  ["class", "AP@0.5", "95% CI", "COCO mAP", "CPM", "95% CI", "boxes", "detections"])
+                  ["class", "AP@0.5", "95% CI", "COCO mAP", "CPM (IoU 0.5)", "95% CI", "CPM (centre in box)",
+                   "boxes", "detections"])
 
 
 def _classification_plots(metrics: dict) -> str:
