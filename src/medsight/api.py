@@ -252,16 +252,17 @@ def load_run(run_dir: str | Path, device: torch.device, folds: Sequence[int | st
 
 
 def _merge_decisions(decisions: list[dict]) -> dict:
-    """One set of decisions for an ensemble: thresholds averaged, post-processing kept where all folds agree,
-    any other decision taken from the first fold."""
+    """One set of decisions for an ensemble: thresholds averaged, post-processing kept where all folds agree
+    (:func:`medsight.tasks.postprocessing.merge`), any other decision taken from the first fold."""
+    from medsight.tasks.postprocessing import merge
+
     merged: dict = {k: v for k, v in (decisions[0] if decisions else {}).items()
-                    if k not in ("threshold", "largest_component", "validation_cases", "train_seconds")}
+                    if k not in ("threshold", "largest_component", "min_component_size", "validation_cases",
+                                 "train_seconds")}
     th = [d["threshold"] for d in decisions if "threshold" in d]
     if th:
         merged["threshold"] = float(np.mean(th))
-    lc = [set(d.get("largest_component", [])) for d in decisions]
-    if lc:
-        merged["largest_component"] = sorted(set.intersection(*lc))
+    merged.update(merge(decisions))
     return merged
 
 

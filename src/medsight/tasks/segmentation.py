@@ -14,6 +14,8 @@ from medsight.errors import InputError, PlanError
 from medsight.preprocessing.cache import CachedCases
 from medsight.sampling.regions import region_training
 from medsight.tasks.base import Task, write_csv
+from medsight.tasks.postprocessing import apply as apply_postprocessing
+from medsight.tasks.postprocessing import dice as _dice
 from medsight.tasks.regions import check_class_order, class_order, default_class_order, paint_regions
 
 #: voxels of one training patch and batch size, by device kind and dims (sized so a step stays short)
@@ -223,22 +225,30 @@ class SegmentationTask(Task):
         return {"score": d, "dice": d}
 
     def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path) -> dict:
-        """Decide post-processing on the validation cases: keep the largest component per trained structure
-        (label value, or region name) only where it improves its mean validation Dice (nnU-Net's rule)."""
+        """Decide post-processing on the validation cases, per trained structure (label value, or region
+        name): keep the largest component, or remove components under a size, only where it raises the
+        mean validation Dice (nnU-Net's rule; :mod:`medsight.tasks.postprocessing`)."""
+        from medsight.tasks.postprocessing import decide
+
         if not len(data) or not plan.get("postprocessing", {}).get("decide_on_validation", True):
-            return {"largest_component": []}
-        preds, refs = [], []
+            return {"largest_component": [], "min_component_size": {}}
+        preds, refs, voxel_volumes = [], [], []
         for cid in data.ids:
             preds.append(self._label_map(model, data.image(cid, mmap=False), plan, device, mirror=False))
             refs.append(np.asarray(data.label(cid))[0])
-        keep = []
+            props = data.props(cid)
+            voxel_volumes.append(float(np.prod([sp * c / n for sp, c, n in zip(
+                props["spacing"], props["cropped_shape"], props["network_shape"])])))
+        largest, sizes, trials = [], {}, {}
         for key, vs in trained_structures(plan).items():
-            masks = [(structure_mask(p, vs), structure_mask(r, vs)) for p, r in zip(preds, refs)]
-            before = np.mean([_dice(p, r) for p, r in masks])
-            after = np.mean([_dice(largest_component(p), r) for p, r in masks])
-            if after > before + 1e-4:
-                keep.append(key)
-        return {"largest_component": keep}
+            pairs = [(structure_mask(p, vs), structure_mask(r, vs)) for p, r in zip(preds, refs)]
+            choice = decide(pairs, voxel_volumes)
+            trials[key] = choice["dice"]
+            if choice["rule"] == "largest_component":
+                largest.append(key)
+            elif choice["rule"] == "min_size":
+                sizes[key] = choice["min_size"]
+        return {"largest_component": largest, "min_component_size": sizes, "postprocessing_dice": trials}
 
     # -- inference --------------------------------------------------------------------------------
     def predict_case(self, models: list[nn.Module], array: np.ndarray, plan: dict, device: torch.device) -> np.ndarray:
@@ -259,12 +269,8 @@ class SegmentationTask(Task):
         else:
             probs = restore_prediction(result["prediction"], result["props"], kind="probabilities")
             label = np.asarray(values, dtype=np.int16)[np.argmax(probs, 0)]
-        structs = trained_structures(plan)
-        for key in decisions.get("largest_component", []):
-            if key in structs:
-                m = structure_mask(label, structs[key])
-                label[m & ~largest_component(m)] = 0
         img = result["image"]
+        apply_postprocessing(label, trained_structures(plan), decisions, float(np.prod(img.spacing)), structure_mask)
         dtype = np.uint8 if max(values) < 256 else np.uint16
         write_image(img.with_array(label[None].astype(dtype), channel_names=["label"]),
                     out_dir / f"{result['case']}{result['extension']}", reference=result.get("source"))
@@ -328,11 +334,6 @@ class SegmentationTask(Task):
                 "mean_dice": float(np.mean(dice_all)), "per_case": per_case}
 
 
-def _dice(p: np.ndarray, r: np.ndarray) -> float:
-    denom = p.sum() + r.sum()
-    return float(2.0 * np.logical_and(p, r).sum() / denom) if denom else 1.0
-
-
 def restore_region_probabilities(pred: np.ndarray, props: dict) -> np.ndarray:
     """Network-space region probabilities (R, *s) on the case's original grid: resampled linearly,
     0 (no region) where the crop removed the border."""
@@ -341,16 +342,6 @@ def restore_region_probabilities(pred: np.ndarray, props: dict) -> np.ndarray:
 
     restored = resample_image(pred.astype(np.float32, copy=False), tuple(props["cropped_shape"]), order=1)
     return paste(restored, [tuple(b) for b in props["bbox"]], tuple(props["original_shape"]), fill=0.0)
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest connected component of a binary mask (all of it when empty)."""
-    lab, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
 
 
 def volume_rows(case: str, label: np.ndarray, spacing: tuple[float, ...], plan: dict, known_spacing: bool = True) -> list[dict]:

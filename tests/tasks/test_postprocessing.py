@@ -1,0 +1,81 @@
+"""Post-processing decided on validation masks: largest component, small-component removal, or nothing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from medsight.tasks.postprocessing import apply, decide, largest_component, merge, remove_small_components
+
+
+def _lungs(shared_data, n=3) -> list[np.ndarray]:
+    """Real two-lung masks (Shenzhen), a quarter of the size (128 x 128)."""
+    folder = shared_data / "shenzhen_cxr" / "inputs" / "train_masks"
+    files = sorted(folder.iterdir())[:n]
+    return [np.asarray(PILImage.open(f).convert("L").resize((128, 128), PILImage.NEAREST)) > 127 for f in files]
+
+
+def _with_blobs(mask: np.ndarray, seed: int) -> np.ndarray:
+    """The mask plus four 3 x 3 stray blobs outside it."""
+    out = mask.copy()
+    rng = np.random.default_rng(seed)
+    placed = 0
+    while placed < 4:
+        r, c = rng.integers(2, mask.shape[0] - 5, size=2)
+        if not mask[r - 2:r + 5, c - 2:c + 5].any():
+            out[r:r + 3, c:c + 3] = True
+            placed += 1
+    return out
+
+
+def test_two_lungs_with_stray_blobs_get_small_components_removed(shared_data):
+    refs = _lungs(shared_data)
+    pairs = [(_with_blobs(r, i), r) for i, r in enumerate(refs)]
+    choice = decide(pairs, [0.25] * len(pairs))  # 0.5 mm pixels
+    # keeping the largest component would drop a lung; removing the blobs restores the reference exactly
+    assert choice["rule"] == "min_size"
+    assert choice["dice"]["largest_component"] < choice["dice"]["none"]
+    blob_area, lung_area = 9 * 0.25, min(largest_component(r).sum() for r in refs) * 0.25
+    assert blob_area < choice["min_size"] < lung_area
+    for pred, ref in pairs:
+        cleaned = remove_small_components(pred, choice["min_size"] / 0.25)
+        assert not (cleaned & ~ref).any()  # every blob is gone
+        assert (ref & ~cleaned).sum() <= 0.001 * ref.sum()  # the lungs stay (a resized mask's specks may go)
+
+
+def test_one_organ_with_a_blob_keeps_the_largest_component(shared_data):
+    refs = [largest_component(r) for r in _lungs(shared_data)]  # one lung each
+    pairs = [(_with_blobs(r, 10 + i), r) for i, r in enumerate(refs)]
+    choice = decide(pairs, [1.0] * len(pairs))
+    assert choice["rule"] == "largest_component"  # the simpler rule wins a tie with the size rule
+
+
+def test_a_fragmented_structure_is_left_alone(shared_data):
+    vessels = np.asarray(PILImage.open(shared_data / "drive" / "training" / "1st_manual" / "21_manual1.gif")) > 127
+    pred = vessels.copy()
+    pred[:, :40] = False  # the prediction misses a strip; it has no extra blobs to remove
+    choice = decide([(pred, vessels)], [1.0])
+    assert choice["rule"] == "none" and choice["min_size"] is None
+
+
+def test_apply_uses_physical_sizes_and_merge_keeps_what_all_folds_chose():
+    label = np.zeros((10, 10), np.int16)
+    label[0:4, 0:4] = 1   # 16 voxels
+    label[8:10, 8:10] = 1  # 4 voxels
+    mask_of = lambda lab, values: np.isin(lab, values)  # noqa: E731
+    # 10 mm^2 at 2 mm^2 a pixel = 5 pixels: the 4-pixel component goes
+    out = apply(label.copy(), {"1": [1]}, {"min_component_size": {"1": 10.0}}, 2.0, mask_of)
+    assert out.sum() == 16 and out[9, 9] == 0
+    # at 4 mm^2 a pixel the same 10 mm^2 is 2.5 pixels: both stay
+    assert apply(label.copy(), {"1": [1]}, {"min_component_size": {"1": 10.0}}, 4.0, mask_of).sum() == 20
+    merged = merge([{"largest_component": ["a"], "min_component_size": {"b": 5.0, "c": 1.0}},
+                    {"largest_component": ["a", "c"], "min_component_size": {"b": 3.0}}])
+    assert merged == {"largest_component": ["a"], "min_component_size": {"b": 3.0}}
+
+
+@pytest.mark.parametrize("fractions", [(0.5,)])
+def test_a_size_that_removes_real_structure_is_refused(shared_data, fractions):
+    refs = _lungs(shared_data)
+    pairs = [(r, r) for r in refs]  # perfect predictions: half the median size would delete lungs
+    choice = decide(pairs, [1.0] * len(pairs), fractions=fractions)
+    assert choice["rule"] == "none"
