@@ -80,6 +80,8 @@ def _preprocess_one(case: Case, manifest: Manifest, plan: dict, out: Path) -> st
         os.close(fd)
         np.savez(tmp, **{str(k): v for k, v in locs.items()})
         os.replace(tmp, out / f"{case.id}_locations.npz")
+    if manifest.task == "segmentation" and case.eval_mask:
+        _atomic_save_npy(out / f"{case.id}_eval.npy", _network_eval_mask(case.eval_mask, props, plan))
     props.update({"signature": sig, "id": case.id, "spacing": list(image.spacing)})
     if manifest.task == "classification":
         props["target"] = case.label
@@ -88,6 +90,18 @@ def _preprocess_one(case: Case, manifest: Manifest, plan: dict, out: Path) -> st
         props["boxes"] = [_box_to_network(b, props["bbox"], scale) for b in case.boxes]
     atomic_write_text(meta_path, json.dumps(props))  # written last: its presence means the case is complete
     return case.id
+
+
+def _network_eval_mask(path: str, props: dict, plan: dict) -> np.ndarray:
+    """The case's evaluation mask (e.g. DRIVE's field of view) on the network grid: cropped as the image
+    was, resampled by nearest neighbour; (1, *s) bool."""
+    from medsight.io import read_image
+    from medsight.preprocessing.crop import crop
+    from medsight.preprocessing.resample import resample_label
+
+    mask = (read_image(path).array[:1] > 0).astype(np.int16)
+    mask = crop(mask, [tuple(b) for b in props["bbox"]])
+    return resample_label(mask, tuple(props["network_shape"]), mode="nearest").astype(bool)
 
 
 def _box_to_network(box: dict, bbox: list[list[int]], scale: list[float]) -> dict:
@@ -142,6 +156,11 @@ class CachedCases:
         """The preprocessed label (1, *s) or None."""
         p = self.folder / f"{case_id}_seg.npy"
         return np.load(p, mmap_mode="r" if mmap else None) if p.is_file() else None
+
+    def eval_mask(self, case_id: str) -> np.ndarray | None:
+        """The preprocessed evaluation mask (1, *s) bool (scored region, e.g. a field of view) or None."""
+        p = self.folder / f"{case_id}_eval.npy"
+        return np.load(p) if p.is_file() else None
 
     def locations(self, case_id: str) -> dict[int, np.ndarray]:
         """Foreground voxel samples per class."""

@@ -212,13 +212,15 @@ class SegmentationTask(Task):
 
     def validate(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device) -> dict[str, float]:
         """Mean Dice over validation cases and trained structures (labels, or regions with region
-        training; sliding window, network space); score = Dice."""
+        training; sliding window, network space), inside each case's evaluation mask when it has one
+        (DRIVE's field of view), as ``evaluate`` scores; score = Dice."""
         mirror = bool(plan.get("validation", {}).get("mirror", False))
         dices = []
         for cid in data.ids:
             pred = self._label_map(model, data.image(cid, mmap=False), plan, device, mirror)
             ref = np.asarray(data.label(cid))[0]
-            dices += [_dice(structure_mask(pred, vs), structure_mask(ref, vs))
+            inside = _inside(data, cid)
+            dices += [_dice(structure_mask(pred, vs) & inside, structure_mask(ref, vs) & inside)
                       for vs in trained_structures(plan).values()]
         model.train()
         d = float(np.mean(dices)) if dices else float("nan")
@@ -234,8 +236,10 @@ class SegmentationTask(Task):
             return {"largest_component": [], "min_component_size": {}}
         preds, refs, voxel_volumes = [], [], []
         for cid in data.ids:
-            preds.append(self._label_map(model, data.image(cid, mmap=False), plan, device, mirror=False))
-            refs.append(np.asarray(data.label(cid))[0])
+            inside = _inside(data, cid)
+            preds.append(np.where(inside, self._label_map(model, data.image(cid, mmap=False), plan, device,
+                                                          mirror=False), 0))
+            refs.append(np.where(inside, np.asarray(data.label(cid))[0], 0))
             props = data.props(cid)
             voxel_volumes.append(float(np.prod([sp * c / n for sp, c, n in zip(
                 props["spacing"], props["cropped_shape"], props["network_shape"])])))
@@ -332,6 +336,12 @@ class SegmentationTask(Task):
         dice_all = [np.mean([c["metrics"][s]["dice"] for s in structs]) for c in per_case]
         return {"task": "segmentation", "num_cases": len(per_case), "summary": summary,
                 "mean_dice": float(np.mean(dice_all)), "per_case": per_case}
+
+
+def _inside(data: CachedCases, case_id: str) -> np.ndarray | bool:
+    """The case's network-space evaluation mask (*s), or True (everything counts)."""
+    mask = data.eval_mask(case_id) if hasattr(data, "eval_mask") else None
+    return True if mask is None else mask[0]
 
 
 def restore_region_probabilities(pred: np.ndarray, props: dict) -> np.ndarray:
