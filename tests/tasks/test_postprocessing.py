@@ -1,6 +1,8 @@
 """Post-processing decided on validation masks: largest component, small-component removal, or nothing."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image as PILImage
@@ -68,6 +70,10 @@ def test_apply_uses_physical_sizes_and_merge_keeps_what_all_folds_chose():
     assert out.sum() == 16 and out[9, 9] == 0
     # at 4 mm^2 a pixel the same 10 mm^2 is 2.5 pixels: both stay
     assert apply(label.copy(), {"1": [1]}, {"min_component_size": {"1": 10.0}}, 4.0, mask_of).sum() == 20
+    # decisions.json turns the label-value keys into strings; the rules must still find their structure
+    saved = json.loads(json.dumps({"largest_component": [], "min_component_size": {1: 10.0}}))
+    assert apply(label.copy(), {1: [1]}, saved, 2.0, mask_of).sum() == 16
+    assert apply(label.copy(), {1: [1]}, json.loads(json.dumps({"largest_component": [1]})), 1.0, mask_of).sum() == 16
     merged = merge([{"largest_component": ["a"], "min_component_size": {"b": 5.0, "c": 1.0}},
                     {"largest_component": ["a", "c"], "min_component_size": {"b": 3.0}}])
     assert merged == {"largest_component": ["a"], "min_component_size": {"b": 3.0}}
@@ -79,3 +85,24 @@ def test_a_size_that_removes_real_structure_is_refused(shared_data, fractions):
     pairs = [(r, r) for r in refs]  # perfect predictions: half the median size would delete lungs
     choice = decide(pairs, [1.0] * len(pairs), fractions=fractions)
     assert choice["rule"] == "none"
+
+
+def test_predict_applies_the_saved_size_rule(shared_data, tmp_path):
+    """decisions.json's size rule reaches the written masks (through JSON, fold merging and the original grid)."""
+    from helpers import shrink_plan, write_isbi_pairs
+    from medsight import api
+
+    src = write_isbi_pairs(tmp_path / "em", shared_data, n=4, size=64)
+    ds = tmp_path / "ds"
+    api.import_dataset(src, ds, format="pairs", label_map="0:1,255:0", n_folds=2, progress=False)
+    shrink_plan(ds, epochs=1)
+    run = api.train(ds, fold=0, quiet=True, threads=1)
+    decisions_file = run / "fold_0" / "decisions.json"
+    kept = api.predict(run, [src / "images"], tmp_path / "kept", quiet=True, threads=1)
+    before = {p.name: np.asarray(PILImage.open(p)) for p in kept.glob("*.png")}
+    assert any(m.any() for m in before.values())
+    decisions = json.loads(decisions_file.read_text())
+    decisions.update({"largest_component": [], "min_component_size": {"1": 1e9}})  # larger than any component
+    decisions_file.write_text(json.dumps(decisions))
+    removed = api.predict(run, [src / "images"], tmp_path / "removed", quiet=True, threads=1)
+    assert all(not np.asarray(PILImage.open(removed / name)).any() for name in before)

@@ -95,13 +95,15 @@ def apply(label: np.ndarray, structures: dict, decisions: dict, voxel_volume: fl
           mask_of: Callable[[np.ndarray, list[int]], np.ndarray]) -> np.ndarray:
     """``label`` (a label map, edited in place and returned) after the decided rules: voxels of a removed
     component become background."""
-    for key in decisions.get("largest_component", []):
-        if key in structures:
-            m = mask_of(label, structures[key])
-            label[m & ~largest_component(m)] = 0
+    # decisions come back from JSON: structure keys (label values) are strings there
+    by_name = {str(k): v for k, v in structures.items()}
+    largest = {str(k) for k in decisions.get("largest_component", [])}
+    for key in sorted(largest & set(by_name)):
+        m = mask_of(label, by_name[key])
+        label[m & ~largest_component(m)] = 0
     for key, volume in decisions.get("min_component_size", {}).items():
-        if key in structures and key not in decisions.get("largest_component", []):
-            m = mask_of(label, structures[key])
+        if str(key) in by_name and str(key) not in largest:
+            m = mask_of(label, by_name[str(key)])
             label[m & ~remove_small_components(m, float(volume) / voxel_volume)] = 0
     return label
 
@@ -111,8 +113,9 @@ def merge(decisions: Sequence[dict]) -> dict:
     smallest the folds chose (the most conservative removal)."""
     if not decisions:
         return {}
-    largest = sorted(set.intersection(*[set(d.get("largest_component", [])) for d in decisions]))
+    largest = sorted(set.intersection(*[{str(k) for k in d.get("largest_component", [])} for d in decisions]))
     sizes = [d.get("min_component_size", {}) for d in decisions]
-    common = set.intersection(*[set(s) for s in sizes])
+    common = set.intersection(*[{str(k) for k in s} for s in sizes])
     return {"largest_component": largest,
-            "min_component_size": {k: min(float(s[k]) for s in sizes) for k in sorted(common)}}
+            "min_component_size": {k: min(float(v) for s in sizes for kk, v in s.items() if str(kk) == k)
+                                   for k in sorted(common)}}
