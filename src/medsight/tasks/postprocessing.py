@@ -46,12 +46,16 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labelled == int(np.argmax(sizes))
 
 
-def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
-    """The binary mask without its connected components of fewer than ``min_voxels`` voxels."""
-    labelled, sizes = component_sizes(mask)
-    keep = sizes >= min_voxels
+def _at_least(labelled: np.ndarray, sizes: np.ndarray, min_size: float) -> np.ndarray:
+    """The voxels of the components (as :func:`component_sizes` gives them) of at least ``min_size``."""
+    keep = sizes >= min_size
     keep[0] = False
     return keep[labelled]
+
+
+def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
+    """The binary mask without its connected components of fewer than ``min_voxels`` voxels."""
+    return _at_least(*component_sizes(mask), min_voxels)
 
 
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -76,9 +80,7 @@ def decide(pairs: Sequence[tuple[np.ndarray, np.ndarray]], voxel_volumes: Sequen
             volume = f * median
             trial = []
             for (lab, counts), (_, r), v in zip(labelled, pairs, voxel_volumes):
-                keep = counts * v >= volume
-                keep[0] = False
-                trial.append(dice(keep[lab], r))
+                trial.append(dice(_at_least(lab, counts * v, volume), r))
             key = f"min_size_{f:g}"
             scores[key], sizes[key] = float(np.mean(trial)), volume
     best_size = max(sizes, key=lambda k: scores[k]) if sizes else None

@@ -340,7 +340,7 @@ class SegmentationTask(Task):
 
 def _inside(data: CachedCases, case_id: str) -> np.ndarray | bool:
     """The case's network-space evaluation mask (*s), or True (everything counts)."""
-    mask = data.eval_mask(case_id) if hasattr(data, "eval_mask") else None
+    mask = data.eval_mask(case_id)
     return True if mask is None else mask[0]
 
 
