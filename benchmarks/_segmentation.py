@@ -33,9 +33,12 @@ def _command(args: Sequence[str], threads: int | None) -> tuple[list[str], dict[
     return cmd, env
 
 
-def medsight(*args: str, threads: int | None = None) -> float:
-    """Run one ``medsight`` command (torch threads fixed when given); its wall seconds; exit when it fails."""
+def medsight(*args: str, threads: int | None = None, core: int | None = None) -> float:
+    """Run one ``medsight`` command (torch threads fixed when given, pinned to CPU ``core`` when given);
+    its wall seconds; exit when it fails."""
     cmd, env = _command(args, threads)
+    if core is not None:
+        cmd = ["taskset", "-c", str(core), *cmd]
     start = time.perf_counter()
     if subprocess.run(cmd, env=env).returncode:
         sys.exit(f"medsight {args[0]} failed")
@@ -145,8 +148,11 @@ def held_out_subset(dataset: Path, fold: int, out: Path) -> list[str]:
 
 def run_benchmark(name: str, source: Path, import_args: Sequence[str], budget_minutes: float, work: Path,
                   threads: int | None, folds: Sequence[int] | None = None, goal: dict | None = None,
-                  note: str = "") -> dict:
-    """Import SOURCE, plan with the budget (per fold), train and predict every fold, score; write NAME.json."""
+                  note: str = "", jobs: int = 1) -> dict:
+    """Import SOURCE, plan with the budget (per fold), train and predict every fold, score; write NAME.json.
+
+    With ``jobs`` > 1, that many folds run side by side, each pinned to its own CPU core (``taskset``); the
+    plan is then made with ``threads`` torch threads (1 per fold is what a fair split of the cores is)."""
     dataset, predictions = work / "dataset", work / "predictions"
     for d in (dataset, predictions):
         shutil.rmtree(d, ignore_errors=True)
@@ -157,26 +163,51 @@ def run_benchmark(name: str, source: Path, import_args: Sequence[str], budget_mi
     plan = json.loads((dataset / "plan.json").read_text())
     n_folds = len(json.loads((dataset / "manifest.json").read_text())["splits"])
     fold_ids = list(folds) if folds is not None else list(range(n_folds))
-    per_fold = []
-    for k in fold_ids:
-        run = work / f"run_fold{k}"
-        shutil.rmtree(run, ignore_errors=True)
+    def run_fold(k: int, core: int | None = None) -> dict:
+        run, fold_predictions = work / f"run_fold{k}", work / f"predictions_fold{k}"
+        for d in (run, fold_predictions):
+            shutil.rmtree(d, ignore_errors=True)
         ids = held_out_subset(dataset, k, work / f"heldout_fold{k}")
         load_before = load_average()
-        train_s = medsight("train", str(dataset), "--fold", str(k), "--out", str(run), threads=threads)
-        predict_s = medsight("predict", str(run), str(work / f"heldout_fold{k}"), "-o", str(predictions),
-                             threads=threads)
+        train_s = medsight("train", str(dataset), "--fold", str(k), "--out", str(run), threads=threads, core=core)
+        predict_s = medsight("predict", str(run), str(work / f"heldout_fold{k}"), "-o", str(fold_predictions),
+                             threads=threads, core=core)
         log = read_log(run / f"fold_{k}" / "log.jsonl")
-        per_fold.append({"fold": k, "cases": ids, "train_seconds": round(train_s, 1),
-                         "predict_seconds": round(predict_s, 1), "load_before": load_before,
-                         "load_after": load_average(), "epochs": len(log),
-                         "learning_curve": [{key: r.get(key) for key in ("epoch", "train_loss", "val_score", "seconds")}
-                                            for r in log]})
+        return {"fold": k, "cases": ids, "core": core, "train_seconds": round(train_s, 1),
+                "predict_seconds": round(predict_s, 1), "load_before": load_before,
+                "load_after": load_average(), "epochs": len(log),
+                "learning_curve": [{key: r.get(key) for key in ("epoch", "train_loss", "val_score", "seconds")}
+                                   for r in log]}
+
+    if jobs > 1:  # folds side by side, each on its own core (``threads`` should then be 1)
+        from concurrent.futures import ThreadPoolExecutor
+        from queue import SimpleQueue
+
+        cores: SimpleQueue = SimpleQueue()
+        for c in range(jobs):
+            cores.put(c)
+
+        def on_free_core(k: int) -> dict:
+            core = cores.get()
+            try:
+                return run_fold(k, core)
+            finally:
+                cores.put(core)
+
+        with ThreadPoolExecutor(jobs) as pool:
+            per_fold = list(pool.map(on_free_core, fold_ids))
+    else:
+        per_fold = [run_fold(k) for k in fold_ids]
+    predictions.mkdir(parents=True)
+    for k in fold_ids:  # every held-out case comes from the network of its own fold
+        for f in (work / f"predictions_fold{k}").iterdir():
+            if f.is_file() and f.suffix != ".csv":
+                shutil.copy2(f, predictions / f.name)
     medsight("evaluate", str(predictions), str(dataset), "-o", str(work / "metrics.json"))
     metrics = json.loads((work / "metrics.json").read_text())
     summary = {s: {m: v[m] for m in ("dice", "hd95", "sensitivity", "precision")} for s, v in metrics["summary"].items()}
     payload = {"data": str(source), "note": note, "folds": fold_ids, "budget_minutes_per_fold": budget_minutes,
-               "threads": threads, "uptime_at_start": uptime_at_start, "plan_seconds": round(plan_s, 1),
+               "threads": threads, "folds_side_by_side": jobs, "uptime_at_start": uptime_at_start, "plan_seconds": round(plan_s, 1),
                "plan": {k: plan.get(k) for k in ("target_spacing", "patch_size", "whole_image", "batch_size",
                                                   "network", "loss", "optimizer", "epochs", "steps_per_epoch",
                                                   "measured_step_seconds")},

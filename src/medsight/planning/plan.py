@@ -163,7 +163,8 @@ def summary_table(plan: dict) -> str:
         ("network", f"{net.get('name')} " + ", ".join(f"{k}={v}" for k, v in net.items()
                                                        if k in ("features", "pretrained", "num_classes", "widths"))),
         ("input", f"patch {plan.get('patch_size')}" if plan.get("patch_size") else f"size {plan.get('input_size')}"),
-        ("spacing", str(plan.get("target_spacing") or "as the files")),
+        ("spacing", str(plan.get("target_spacing") or "as the files")
+                    + (" (low resolution: the patch covers a quarter of the median image)" if plan.get("lowres") else "")),
         ("normalisation", ", ".join(n["scheme"] for n in plan["normalization"])),
         ("batch size", str(plan["batch_size"])),
         ("loss", plan["loss"]["name"] + (" (sigmoid per region)" if plan.get("region_training") else "")),

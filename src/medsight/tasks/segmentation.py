@@ -26,6 +26,11 @@ BASE_FEATURES = (8, 16, 24, 32)
 #: optimiser steps a CPU plan must afford before it widens the network: on small data more steps of a
 #: narrow U-Net beat few steps of a wide one (nnU-Net's 250k steps are out of reach on a CPU)
 MIN_STEPS = {2: 1000, 3: 400}
+#: a 3D CPU plan whose patch covers less of the median image than this works at a coarser spacing
+#: (nnU-Net's ``3d_lowres`` threshold; a CPU budget cannot afford the full-resolution cascade stage)
+LOWRES_COVERAGE = 0.25
+#: the most a low-resolution plan coarsens the spacing (x the median spacing)
+LOWRES_MAX_FACTOR = 4.0
 
 
 def patch_size_rule(median_shape: list[float], spacing: list[float], max_voxels: int, divisor: int = 16) -> list[int]:
@@ -36,6 +41,35 @@ def patch_size_rule(median_shape: list[float], spacing: list[float], max_voxels:
         a = int(np.argmax(phys(patch)))
         patch[a] = max(divisor, patch[a] * 0.9)
     return [int(max(divisor, np.ceil(p / divisor) * divisor)) for p in patch]
+
+
+def lowres_spacing(median_shape: list[float], spacing: list[float], max_voxels: int,
+                   coverage: float = LOWRES_COVERAGE, max_factor: float = LOWRES_MAX_FACTOR) -> list[float] | None:
+    """nnU-Net's ``3d_lowres`` rule: the spacing, coarsened in steps of 3 %, at which a patch of at most
+    ``max_voxels`` covers ``coverage`` of the median image; None when it already does at ``spacing``.
+
+    Axes finer than half the coarsest are coarsened first (anisotropic data keeps its thick slices until
+    the others catch up), as nnU-Net does; no axis goes beyond ``max_factor`` x its median spacing."""
+    physical = np.asarray(median_shape, float) * np.asarray(spacing, float)
+    start = np.asarray(spacing, float)
+    current = start.copy()
+
+    def covered(sp: np.ndarray) -> float:
+        shape = physical / sp
+        patch = patch_size_rule(list(shape), list(sp), max_voxels)
+        return float(np.prod(np.minimum(patch, shape)) / np.prod(shape))
+
+    if covered(current) >= coverage:
+        return None
+    while covered(current) < coverage:
+        limit = start * max_factor
+        movable = current < limit
+        if not movable.any():
+            break
+        fine = movable & (current < current.max() / 2)
+        grow = fine if fine.any() else movable
+        current[grow] = np.minimum(current[grow] * 1.03, limit[grow])
+    return [round(float(s), 4) for s in current]
 
 
 def structures(plan: dict) -> dict[str, list[int]]:
@@ -91,14 +125,21 @@ class SegmentationTask(Task):
         """Patch (or whole image), U-Net topology, loss, sampler, augmentation, inference settings.
 
         A dataset with regions trains one sigmoid output per region (``region_training``; Dice + BCE per
-        region); editing it to false trains softmax over the labels. On a CPU, with ``measure``, the U-Net's base width is the widest of :data:`BASE_FEATURES` whose
-        timed step still affords :data:`MIN_STEPS` steps in the budget."""
+        region); editing it to false trains softmax over the labels. A 3D CPU plan whose patch would cover
+        less than :data:`LOWRES_COVERAGE` of the median image works at the coarser spacing of
+        :func:`lowres_spacing` (``target_spacing``, ``lowres``; predictions are resampled back to each
+        input's grid). On a CPU, with ``measure``, the U-Net's base width is the widest of
+        :data:`BASE_FEATURES` whose timed step still affords :data:`MIN_STEPS` steps in the budget."""
         from medsight.nets.unet import plan_unet, unet_divisor
 
         nd = manifest.dims
         spacing = fingerprint["median_spacing"]
         median = fingerprint["median_shape"]
         max_vox, batch = PATCH_BUDGET[("cuda" if device.type == "cuda" else "cpu", nd)]
+        coarse = lowres_spacing(median, spacing, max_vox) if nd == 3 and device.type != "cuda" else None
+        if coarse is not None:
+            median = [m * s / c for m, s, c in zip(median, spacing, coarse)]
+            spacing = coarse
         patch = patch_size_rule(median, spacing, max_vox)
         topo = plan_unet(patch, spacing, base_features=32)
         div = unet_divisor(topo["strides"])
@@ -122,6 +163,8 @@ class SegmentationTask(Task):
             "postprocessing": {"decide_on_validation": True},
             **regions,
         }
+        if coarse is not None:
+            rules.update(target_spacing=coarse, lowres=True)
         if device.type != "cuda" and measure:
             budget = budget_minutes if budget_minutes is not None else self.default_budget_minutes[nd]
             candidate = {**rules, "labels": manifest.labels, "regions": manifest.regions}
