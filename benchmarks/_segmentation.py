@@ -21,9 +21,10 @@ import numpy as np
 from _common import format_table, load_average, pin_threads, uptime, write_results
 
 
-def _command(args: Sequence[str], threads: int | None) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment of one ``medsight`` command (torch threads fixed when given)."""
-    cmd = [sys.executable, "-m", "medsight", *args]
+def _command(args: Sequence[str], threads: int | None, core: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of one ``medsight`` command (torch threads fixed when given, pinned to
+    CPU ``core`` by ``taskset`` when given)."""
+    cmd = ([] if core is None else ["taskset", "-c", str(core)]) + [sys.executable, "-m", "medsight", *args]
     env = {**os.environ, "MEDSIGHT_PROGRESS": "0"}
     if threads:
         env.update({"OMP_NUM_THREADS": str(threads), "MEDSIGHT_THREADS": str(threads)})
@@ -36,9 +37,7 @@ def _command(args: Sequence[str], threads: int | None) -> tuple[list[str], dict[
 def medsight(*args: str, threads: int | None = None, core: int | None = None) -> float:
     """Run one ``medsight`` command (torch threads fixed when given, pinned to CPU ``core`` when given);
     its wall seconds; exit when it fails."""
-    cmd, env = _command(args, threads)
-    if core is not None:
-        cmd = ["taskset", "-c", str(core), *cmd]
+    cmd, env = _command(args, threads, core)
     start = time.perf_counter()
     if subprocess.run(cmd, env=env).returncode:
         sys.exit(f"medsight {args[0]} failed")
@@ -54,13 +53,13 @@ def read_log(path: Path) -> list[dict]:
 
 
 def train_watched(dataset: Path, run: Path, threads: int | None, fold: int = 0,
-                  poll_s: float = 0.25) -> tuple[float, list[dict]]:
+                  poll_s: float = 0.25, core: int | None = None) -> tuple[float, list[dict]]:
     """``medsight train`` with its log watched from outside: its wall seconds and its log rows.
 
     Each row gains ``wall_s``: seconds from the command's start (process start-up, preprocessing and
     data loading included) until its line appeared in ``fold_K/log.jsonl`` (to within ``poll_s``).
     """
-    cmd, env = _command(["train", str(dataset), "--fold", str(fold), "--out", str(run)], threads)
+    cmd, env = _command(["train", str(dataset), "--fold", str(fold), "--out", str(run)], threads, core)
     log_path = run / f"fold_{fold}" / "log.jsonl"
     log_path.unlink(missing_ok=True)
     start = time.perf_counter()
@@ -78,8 +77,10 @@ def train_watched(dataset: Path, run: Path, threads: int | None, fold: int = 0,
     return time.perf_counter() - start, [{**r, "wall_s": t} for r, t in zip(rows, arrived)]
 
 
-def train_and_predict(source: Path, import_args: Sequence[str], work: Path, budget: float, threads: int) -> dict:
-    """Import SOURCE into ``work/dataset``, plan with the budget, train fold 0 watched, predict its held-out cases.
+def train_and_predict(source: Path, import_args: Sequence[str], work: Path, budget: float, threads: int,
+                      core: int | None = None) -> dict:
+    """Import SOURCE into ``work/dataset``, plan with the budget, train fold 0 watched, predict its held-out cases
+    (plan, train and predict pinned to CPU ``core`` when given).
 
     Returns the folders (``dataset``, ``predictions``), the ``plan``, the seconds of each step, the
     watched log rows (see :func:`train_watched`) and the load average before training.
@@ -88,11 +89,11 @@ def train_and_predict(source: Path, import_args: Sequence[str], work: Path, budg
     for d in (dataset, run, predictions, heldout):
         shutil.rmtree(d, ignore_errors=True)
     medsight("import", str(source), str(dataset), *import_args)
-    plan_s = medsight("plan", str(dataset), "--budget-minutes", str(budget), threads=threads)
+    plan_s = medsight("plan", str(dataset), "--budget-minutes", str(budget), threads=threads, core=core)
     load_before = load_average()
-    train_s, log = train_watched(dataset, run, threads)
+    train_s, log = train_watched(dataset, run, threads, core=core)
     held_out_subset(dataset, 0, heldout)
-    predict_s = medsight("predict", str(run), str(heldout), "-o", str(predictions), threads=threads)
+    predict_s = medsight("predict", str(run), str(heldout), "-o", str(predictions), threads=threads, core=core)
     return {"dataset": dataset, "predictions": predictions, "plan": json.loads((dataset / "plan.json").read_text()),
             "plan_seconds": round(plan_s, 1), "train_seconds": round(train_s, 1), "predict_seconds": round(predict_s, 1),
             "log": log, "load_before": load_before}

@@ -7,21 +7,28 @@ threads for both, never at the same time:
   ``medsight train`` (watched: each line of ``fold_0/log.jsonl`` is stamped with the seconds since the
   command started), then ``predict`` + ``evaluate`` of the final model. Time to target = the first epoch
   whose ``val_score`` reaches the target. That score is medsight's own validation: whole image in network
-  space, no field-of-view mask, no mirroring (``SegmentationTask.validate``); the final model is also scored
-  inside the FOV. medsight trains its whole plan (B minutes); it does not stop at the target.
+  space, inside the field-of-view mask (the dataset's evaluation mask), no mirroring
+  (``SegmentationTask.validate``); the final predicted masks are also scored by this script. medsight trains its whole plan (B minutes); it does not stop at the target.
 - **MONAI**: the U-Net of ``_segmentation.MONAI_UNET`` trained until its validation Dice inside the FOV
-  (every ``--val-every`` steps, sliding window) reaches the target, or B minutes have passed.
+  (every ``--val-every`` steps, sliding window) reaches the target, or ``--monai-minutes`` (default B) have
+  passed.
 
 Both systems' final masks are scored by the same code (``masked_dice``) on the same reference files.
 Prints a table last and writes benchmarks/results/drive_time_to_dice.json. The goal: medsight / MONAI <= 0.5.
 
+With ``--side-by-side`` the two run at the same time, each pinned to its own core with one torch thread
+(MONAI in a child process of this script): the same share of the machine for both, in half the wall time.
+
     python benchmarks/drive_time_to_dice.py                                 # 40 min budget each, all cores
+    python benchmarks/drive_time_to_dice.py --budget-minutes 20 --monai-minutes 40 --side-by-side
     python benchmarks/drive_time_to_dice.py --budget-minutes 1 --threads 1  # a smoke test, not a result
 """
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +66,10 @@ def mean_of(scores: dict[str, dict[str, float]], key: str) -> float:
     return round(float(np.mean([s[key] for s in scores.values()])), 4)
 
 
-def run_medsight(work: Path, budget: float, threads: int, target: float) -> dict:
+def run_medsight(work: Path, budget: float, threads: int, target: float, core: int | None = None) -> dict:
     """Import, plan, watched train, predict and score medsight's default plan on the DRIVE split."""
     out = train_and_predict(DRIVE, ["--format", "pairs", "--val-cases", *VAL_CASES, "--label-names", "1:vessel"],
-                            work, budget, threads)
+                            work, budget, threads, core=core)
     medsight("evaluate", str(out["predictions"]), str(out["dataset"]), "-o", str(work / "metrics.json"))
     metrics = json.loads((work / "metrics.json").read_text())
     predictions, log = out["predictions"], out["log"]
@@ -98,22 +105,51 @@ def run_monai(budget: float, threads: int, target: float, val_every: int, overla
             "per_case_final_dice": scores, "load_before": load_before, "load_after": load_average()}
 
 
+def monai_side_by_side(args: argparse.Namespace, core: int) -> subprocess.Popen:
+    """Start this script's MONAI part in a child process pinned to ``core`` with one thread; it writes
+    ``work/monai.json``."""
+    cmd = ["taskset", "-c", str(core), sys.executable, __file__, "--only", "monai", "--threads", "1",
+           "--monai-minutes", str(args.monai_minutes), "--target", str(args.target), "--val-every", str(args.val_every),
+           "--overlap", str(args.overlap), "--work", str(args.work)]
+    return subprocess.Popen(cmd)
+
+
 def main() -> None:
-    """Run medsight, then MONAI; print the table and write the JSON."""
+    """Run medsight, then MONAI (or both at once, one core each); print the table and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", type=float, default=0.80, help="validation Dice to reach")
+    parser.add_argument("--monai-minutes", type=float, help="MONAI's time limit (default: --budget-minutes)")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="run both at once, each pinned to its own core with one thread")
+    parser.add_argument("--only", choices=["monai"], help=argparse.SUPPRESS)  # the child of --side-by-side
     args, uptime_at_start = comparison_args(parser, 40.0, "medsight_drive_ttd")
-    ours = run_medsight(args.work, args.budget_minutes, args.threads, args.target)
+    args.monai_minutes = args.monai_minutes or args.budget_minutes
+    if args.only == "monai":
+        peer = run_monai(args.monai_minutes, 1, args.target, args.val_every, args.overlap)
+        (args.work / "monai.json").write_text(json.dumps(peer))
+        return
+    child = None
+    if args.side_by_side:
+        args.threads = 1
+        (args.work / "monai.json").unlink(missing_ok=True)
+        child = monai_side_by_side(args, core=1)
+    ours = run_medsight(args.work, args.budget_minutes, args.threads, args.target, core=0 if child else None)
     print(f"medsight: time to {args.target} {ours['time_to_target_s']} s, final Dice (FOV) {ours['final_dice_fov']}",
           flush=True)
-    peer = run_monai(args.budget_minutes, args.threads, args.target, args.val_every, args.overlap)
+    if child is not None:
+        if child.wait():
+            sys.exit("the MONAI part failed")
+        peer = json.loads((args.work / "monai.json").read_text())
+    else:
+        peer = run_monai(args.monai_minutes, args.threads, args.target, args.val_every, args.overlap)
     print(f"MONAI: time to {args.target} {peer['time_to_target_s']} s, final Dice (FOV) {peer['final_dice_fov']}",
           flush=True)
     both = ours["reached_target"] and peer["reached_target"]
     ratio = round(ours["time_to_target_s"] / peer["time_to_target_s"], 3) if both else None
     payload = {
         "data": str(DRIVE), "split": {"train": 16, "validate": VAL_CASES}, "target_dice": args.target,
-        "budget_minutes": args.budget_minutes, "threads": args.threads, "uptime_at_start": uptime_at_start, "uptime_at_end": uptime(),
+        "budget_minutes": args.budget_minutes, "monai_minutes": args.monai_minutes, "threads": args.threads,
+        "side_by_side": args.side_by_side, "uptime_at_start": uptime_at_start, "uptime_at_end": uptime(),
         "libraries": library_versions(["torch", "monai"]), "medsight": ours, "monai": peer,
         "time_ratio_medsight_over_monai": ratio,
         "time_ratio_including_plan": (round((ours["time_to_target_s"] + ours["plan_seconds"])
@@ -122,8 +158,8 @@ def main() -> None:
         "timing": "seconds from the start of `medsight train` (start-up, preprocessing, validation included; plan "
                   "excluded, see plan_seconds) and from the start of MONAI's data loading, to the end of the first "
                   "validation at or above the target",
-        "note": "medsight's per-epoch val_score is its own validation: whole image in network space, no FOV mask, "
-                "no mirroring; final_dice_fov scores the final predicted masks inside the FOV with the same code "
+        "note": "medsight's per-epoch val_score is its own validation: whole image in network space, inside the "
+                "FOV (its evaluation mask), no mirroring; final_dice_fov scores the final predicted masks inside the FOV with the same code "
                 "for both systems. A system that never reached the target has time_to_target_s null."}
     path = write_results("drive_time_to_dice", payload, args.out)
     rows = [[name, r["time_to_target_s"] if r["time_to_target_s"] is not None else "not reached",

@@ -8,10 +8,12 @@ from collections.abc import Callable, Sequence
 import torch
 
 from medsight.training.optim import build_optimizer
+from medsight.training.precision import as_float, autocast
 
 
 def measure_step_seconds(task, plan: dict, device: torch.device, repeats: int = 3) -> float:
-    """Seconds of one optimiser step of the plan's network, loss and batch on ``device`` (after a warm-up)."""
+    """Seconds of one optimiser step of the plan's network, loss and batch on ``device`` (after a warm-up),
+    in the plan's precision."""
     torch.manual_seed(0)
     model = task.build_network(plan).to(device)
     if plan.get("channels_last") and plan["dims"] == 2:
@@ -26,7 +28,9 @@ def measure_step_seconds(task, plan: dict, device: torch.device, repeats: int = 
     for i in range(repeats + 1):
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        with autocast(device, plan):
+            outputs = model(x)
+        loss = loss_fn(as_float(outputs), y)
         loss.backward()
         optimizer.step()
         if device.type == "cuda":

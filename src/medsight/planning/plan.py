@@ -138,7 +138,7 @@ def plan_hash(plan: dict) -> str:
     """Hash of everything in the plan that changes training (not the budget's bookkeeping)."""
     # inference settings (overlap, mirroring, NMS, how regions are painted into labels) may be edited
     # after training without retraining
-    skip = {"measured_step_seconds", "budget_minutes", "medsight_version", "device_planned", "fingerprint_signature",
+    skip = {"measured_step_seconds", "precision_step_seconds", "budget_minutes", "medsight_version", "device_planned", "fingerprint_signature",
             "inference", "regions_class_order"}
     sub = {k: v for k, v in plan.items() if k not in skip}
     return hashlib.sha1(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
@@ -173,6 +173,10 @@ def summary_table(plan: dict) -> str:
                      f" (budget {plan.get('budget_minutes')} min, step {plan.get('measured_step_seconds')} s on "
                      f"{plan.get('device_planned')})"),
     ]
+    if plan.get("mixed_precision") == "bf16":
+        timed = plan.get("precision_step_seconds") or {}
+        rows.append(("precision", "bfloat16 autocast" + (f" (step {timed['bfloat16']} s against {timed['float32']} s"
+                                                          " in float32)" if timed else "")))
     if plan.get("regions"):
         rows.insert(3, ("regions", regions_summary(plan)))
     w = max(len(k) for k, _ in rows)

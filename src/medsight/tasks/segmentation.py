@@ -128,8 +128,9 @@ class SegmentationTask(Task):
         region); editing it to false trains softmax over the labels. A 3D CPU plan whose patch would cover
         less than :data:`LOWRES_COVERAGE` of the median image works at the coarser spacing of
         :func:`lowres_spacing` (``target_spacing``, ``lowres``; predictions are resampled back to each
-        input's grid). On a CPU, with ``measure``, the U-Net's base width is the widest of
-        :data:`BASE_FEATURES` whose timed step still affords :data:`MIN_STEPS` steps in the budget."""
+        input's grid). On a CPU, with ``measure``, training runs in bfloat16 autocast where this CPU times it
+        faster (``mixed_precision``), and the U-Net's base width is the widest of :data:`BASE_FEATURES`
+        whose timed step still affords :data:`MIN_STEPS` steps in the budget."""
         from medsight.nets.unet import plan_unet, unet_divisor
 
         nd = manifest.dims
@@ -168,9 +169,25 @@ class SegmentationTask(Task):
         if device.type != "cuda" and measure:
             budget = budget_minutes if budget_minutes is not None else self.default_budget_minutes[nd]
             candidate = {**rules, "labels": manifest.labels, "regions": manifest.regions}
+            rules["mixed_precision"], timings = self._cpu_precision(candidate, nd, spacing, device)
+            if timings:
+                rules["precision_step_seconds"] = timings
+            candidate["mixed_precision"] = rules["mixed_precision"]
             base = self._base_features_for_budget(candidate, nd, spacing, device, float(budget))
             rules["network"].update(plan_unet(patch, spacing, base_features=base))
         return rules
+
+    def _cpu_precision(self, rules: dict, nd: int, spacing: list[float],
+                       device: torch.device) -> tuple[str | bool, dict[str, float]]:
+        """bfloat16 autocast when this CPU runs the narrowest U-Net's step measurably faster in it
+        (:func:`medsight.training.precision.choose_cpu_precision`), else float32 (False)."""
+        from medsight.nets.unet import plan_unet
+        from medsight.planning.budget import measure_step_seconds
+        from medsight.training.precision import choose_cpu_precision
+
+        narrow = {**rules, "dims": nd, "channels_last": False,
+                  "network": {**rules["network"], **plan_unet(rules["patch_size"], spacing, base_features=BASE_FEATURES[0])}}
+        return choose_cpu_precision(lambda p: measure_step_seconds(self, p, device, repeats=2), narrow)
 
     def _base_features_for_budget(self, rules: dict, nd: int, spacing: list[float], device: torch.device,
                                   budget_minutes: float) -> int:

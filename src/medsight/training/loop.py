@@ -1,7 +1,6 @@
 """The training loop shared by every task: seeds, schedule, checkpoints every epoch, exact resume, logs."""
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from medsight.tasks.base import Task
 from medsight.training.checkpoint import load_checkpoint, save_checkpoint
 from medsight.training.distributed import DistContext, barrier, mean_over_processes, unwrap, wrap_model
 from medsight.training.optim import build_optimizer
+from medsight.training.precision import as_float, autocast, uses_grad_scaler
 
 LATEST = "checkpoint_latest.pt"
 FINAL = "checkpoint_final.pt"
@@ -37,14 +37,6 @@ def _read_log(path: Path, before_epoch: int) -> list[dict]:
         if row.get("epoch", -1) < before_epoch:
             rows.append(row)
     return rows
-
-
-def _autocast(device: torch.device, plan: dict):
-    """Mixed precision where the device has it (CUDA), plain float32 elsewhere."""
-    if device.type == "cuda" and plan.get("mixed_precision", "auto") in ("auto", True, "fp16", "bf16"):
-        dtype = torch.bfloat16 if plan.get("mixed_precision") == "bf16" else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
-    return contextlib.nullcontext()
 
 
 def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: CachedCases | None, fold_dir: Path,
@@ -67,7 +59,7 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
     loss_fn = task.build_loss(plan)
     model = wrap_model(model, ctx, device)  # before the optimiser: wrapping replaces batch-norm modules
     optimizer, scheduler = build_optimizer(unwrap(model), plan, total_steps=epochs * steps)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and plan.get("mixed_precision", "auto") != False else None  # noqa: E712
+    scaler = torch.amp.GradScaler("cuda") if uses_grad_scaler(device, plan) else None
     start_epoch, best_score = 0, float("-inf")
     latest = fold_dir / LATEST
     if resume:
@@ -100,8 +92,9 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True) if torch.is_tensor(y) else y
             optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, plan):
-                loss = loss_fn(model(x), y)
+            with autocast(device, plan):
+                outputs = model(x)
+            loss = loss_fn(as_float(outputs), y)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
