@@ -11,9 +11,9 @@ from medsight.training.optim import build_optimizer
 from medsight.training.precision import as_float, autocast
 
 
-def measure_step_seconds(task, plan: dict, device: torch.device, repeats: int = 3) -> float:
-    """Seconds of one optimiser step of the plan's network, loss and batch on ``device`` (after a warm-up),
-    in the plan's precision."""
+def measure_step_seconds(task, plan: dict, device: torch.device, repeats: int = 3, warmup: int = 2) -> float:
+    """Median seconds of ``repeats`` optimiser steps of the plan's network, loss and batch on ``device``, in the
+    plan's precision, after ``warmup`` untimed steps (bfloat16 kernels on a CPU need two to be built)."""
     torch.manual_seed(0)
     model = task.build_network(plan).to(device)
     if plan.get("channels_last") and plan["dims"] == 2:
@@ -25,7 +25,7 @@ def measure_step_seconds(task, plan: dict, device: torch.device, repeats: int = 
     y = y.to(device) if torch.is_tensor(y) else y
     model.train()
     times = []
-    for i in range(repeats + 1):
+    for i in range(repeats + warmup):
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, plan):
@@ -35,7 +35,7 @@ def measure_step_seconds(task, plan: dict, device: torch.device, repeats: int = 
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if i:
+        if i >= warmup:
             times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
 

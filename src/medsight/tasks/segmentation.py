@@ -187,7 +187,7 @@ class SegmentationTask(Task):
 
         narrow = {**rules, "dims": nd, "channels_last": False,
                   "network": {**rules["network"], **plan_unet(rules["patch_size"], spacing, base_features=BASE_FEATURES[0])}}
-        return choose_cpu_precision(lambda p: measure_step_seconds(self, p, device, repeats=2), narrow)
+        return choose_cpu_precision(lambda p: measure_step_seconds(self, p, device, repeats=3, warmup=3), narrow)
 
     def _base_features_for_budget(self, rules: dict, nd: int, spacing: list[float], device: torch.device,
                                   budget_minutes: float) -> int:
