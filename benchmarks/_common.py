@@ -15,9 +15,13 @@ RESULTS_DIR = BENCH_DIR / "results"
 SHARED_DATA = Path(os.environ.get("MEDSIGHT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+#: the environment variables that size the thread pools of OpenMP, MKL, OpenBLAS and numexpr
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
 def pin_threads(n: int = 1) -> None:
     """Limit BLAS/OpenMP pools to ``n`` threads; call before numpy/torch are imported to take full effect."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    for var in THREAD_VARIABLES:
         os.environ[var] = str(n)
     try:
         import torch

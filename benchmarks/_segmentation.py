@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from _common import format_table, load_average, pin_threads, uptime, write_results
+from _common import THREAD_VARIABLES, format_table, load_average, pin_threads, uptime, write_results
 
 
 def _command(args: Sequence[str], threads: int | None, core: int | None = None) -> tuple[list[str], dict[str, str]]:
@@ -27,7 +27,10 @@ def _command(args: Sequence[str], threads: int | None, core: int | None = None) 
     cmd = ([] if core is None else ["taskset", "-c", str(core)]) + [sys.executable, "-m", "medsight", *args]
     env = {**os.environ, "MEDSIGHT_PROGRESS": "0"}
     if threads:
-        env.update({"OMP_NUM_THREADS": str(threads), "MEDSIGHT_THREADS": str(threads)})
+        # every pool, not only OpenMP's: an inherited MKL_NUM_THREADS=2 on one pinned core made a bf16 step 2.7x
+        # slower (the plan then wrongly chose float32)
+        env.update({var: str(threads) for var in THREAD_VARIABLES})
+        env["MEDSIGHT_THREADS"] = str(threads)
         if args[0] in ("train", "predict"):
             cmd += ["--threads", str(threads)]
     print("$ medsight", " ".join(a if len(a) < 60 else "..." + a[-40:] for a in args), flush=True)
@@ -78,9 +81,10 @@ def train_watched(dataset: Path, run: Path, threads: int | None, fold: int = 0,
 
 
 def train_and_predict(source: Path, import_args: Sequence[str], work: Path, budget: float, threads: int,
-                      core: int | None = None) -> dict:
+                      core: int | None = None, after_plan: Callable[[], object] | None = None) -> dict:
     """Import SOURCE into ``work/dataset``, plan with the budget, train fold 0 watched, predict its held-out cases
-    (plan, train and predict pinned to CPU ``core`` when given).
+    (plan, train and predict pinned to CPU ``core`` when given; ``after_plan`` is called between plan and
+    train, so that what it starts does not disturb the plan's timing).
 
     Returns the folders (``dataset``, ``predictions``), the ``plan``, the seconds of each step, the
     watched log rows (see :func:`train_watched`) and the load average before training.
@@ -90,6 +94,8 @@ def train_and_predict(source: Path, import_args: Sequence[str], work: Path, budg
         shutil.rmtree(d, ignore_errors=True)
     medsight("import", str(source), str(dataset), *import_args)
     plan_s = medsight("plan", str(dataset), "--budget-minutes", str(budget), threads=threads, core=core)
+    if after_plan is not None:
+        after_plan()
     load_before = load_average()
     train_s, log = train_watched(dataset, run, threads, core=core)
     held_out_subset(dataset, 0, heldout)

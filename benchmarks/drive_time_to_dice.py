@@ -30,6 +30,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -66,10 +67,11 @@ def mean_of(scores: dict[str, dict[str, float]], key: str) -> float:
     return round(float(np.mean([s[key] for s in scores.values()])), 4)
 
 
-def run_medsight(work: Path, budget: float, threads: int, target: float, core: int | None = None) -> dict:
+def run_medsight(work: Path, budget: float, threads: int, target: float, core: int | None = None,
+                 after_plan: Callable[[], object] | None = None) -> dict:
     """Import, plan, watched train, predict and score medsight's default plan on the DRIVE split."""
     out = train_and_predict(DRIVE, ["--format", "pairs", "--val-cases", *VAL_CASES, "--label-names", "1:vessel"],
-                            work, budget, threads, core=core)
+                            work, budget, threads, core=core, after_plan=after_plan)
     medsight("evaluate", str(out["predictions"]), str(out["dataset"]), "-o", str(work / "metrics.json"))
     metrics = json.loads((work / "metrics.json").read_text())
     predictions, log = out["predictions"], out["log"]
@@ -128,12 +130,14 @@ def main() -> None:
         peer = run_monai(args.monai_minutes, 1, args.target, args.val_every, args.overlap)
         (args.work / "monai.json").write_text(json.dumps(peer))
         return
-    child = None
-    if args.side_by_side:
+    children: list[subprocess.Popen] = []
+    if args.side_by_side:  # MONAI starts once medsight's plan is made: the plan times steps on an idle core pair
         args.threads = 1
         (args.work / "monai.json").unlink(missing_ok=True)
-        child = monai_side_by_side(args, core=1)
-    ours = run_medsight(args.work, args.budget_minutes, args.threads, args.target, core=0 if child else None)
+    ours = run_medsight(args.work, args.budget_minutes, args.threads, args.target,
+                        core=0 if args.side_by_side else None,
+                        after_plan=(lambda: children.append(monai_side_by_side(args, core=1))) if args.side_by_side else None)
+    child = children[0] if children else None
     print(f"medsight: time to {args.target} {ours['time_to_target_s']} s, final Dice (FOV) {ours['final_dice_fov']}",
           flush=True)
     if child is not None:
