@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from medsight import api
 from medsight.demo import demo_data_path

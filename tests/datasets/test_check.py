@@ -1,7 +1,6 @@
 """The import-time file check: every file read, one-line errors (worker processes too), warnings."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nibabel as nib

@@ -34,7 +34,7 @@ def decode_maps(heatmap: torch.Tensor, size: torch.Tensor, offset: torch.Tensor,
     (N,, indices 0..K-1), the ``max_candidates`` best peaks with a score >= ``score_threshold``, best
     first (ties by cell order). ``keep_best`` keeps the single best peak even when it is below the threshold.
     """
-    num_classes, nd = heatmap.shape[0], heatmap.dim() - 1
+    nd = heatmap.dim() - 1
     heatmap = heatmap.float()
     peaks = torch.where(local_maxima(heatmap, kernel), heatmap, torch.zeros_like(heatmap)).reshape(-1)
     k = min(int(max_candidates), peaks.numel())

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from medsight.datasets.manifest import Manifest
-from medsight.io import Image
 from medsight.preprocessing.cache import CachedCases
 
 

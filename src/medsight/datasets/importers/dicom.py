@@ -9,7 +9,6 @@ in ``folder-csv``. Without a CSV the cases are unlabeled (for ``predict``).
 """
 from __future__ import annotations
 
-import csv as csv_module
 import os
 from pathlib import Path
 
