@@ -8,7 +8,8 @@ threads for both, never at the same time:
   command started), then ``predict`` + ``evaluate`` of the final model. Time to target = the first epoch
   whose ``val_score`` reaches the target. That score is medsight's own validation: whole image in network
   space, inside the field-of-view mask (the dataset's evaluation mask), no mirroring
-  (``SegmentationTask.validate``); the final predicted masks are also scored by this script. medsight trains its whole plan (B minutes); it does not stop at the target.
+  (``SegmentationTask.validate``); the final predicted masks are also scored by this script. medsight
+  trains its whole plan (B minutes); it does not stop at the target.
 - **MONAI**: the U-Net of ``_segmentation.MONAI_UNET`` trained until its validation Dice inside the FOV
   (every ``--val-every`` steps, sliding window) reaches the target, or ``--monai-minutes`` (default B) have
   passed.

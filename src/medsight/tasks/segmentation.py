@@ -61,8 +61,8 @@ def lowres_spacing(median_shape: list[float], spacing: list[float], max_voxels: 
 
     if covered(current) >= coverage:
         return None
+    limit = start * max_factor
     while covered(current) < coverage:
-        limit = start * max_factor
         movable = current < limit
         if not movable.any():
             break
@@ -70,6 +70,14 @@ def lowres_spacing(median_shape: list[float], spacing: list[float], max_voxels: 
         grow = fine if fine.any() else movable
         current[grow] = np.minimum(current[grow] * 1.03, limit[grow])
     return [round(float(s), 4) for s in current]
+
+
+def _with_base_width(rules: dict, nd: int, spacing: list[float], base: int) -> dict:
+    """A candidate plan (for timing a step) of ``rules`` with a U-Net of base width ``base``."""
+    from medsight.nets.unet import plan_unet
+
+    network = {**rules["network"], **plan_unet(rules["patch_size"], spacing, base_features=base)}
+    return {**rules, "dims": nd, "channels_last": False, "network": network}
 
 
 def structures(plan: dict) -> dict[str, list[int]]:
@@ -181,25 +189,20 @@ class SegmentationTask(Task):
                        device: torch.device) -> tuple[str | bool, dict[str, float]]:
         """bfloat16 autocast when this CPU runs the narrowest U-Net's step measurably faster in it
         (:func:`medsight.training.precision.choose_cpu_precision`), else float32 (False)."""
-        from medsight.nets.unet import plan_unet
         from medsight.planning.budget import measure_step_seconds
         from medsight.training.precision import choose_cpu_precision
 
-        narrow = {**rules, "dims": nd, "channels_last": False,
-                  "network": {**rules["network"], **plan_unet(rules["patch_size"], spacing, base_features=BASE_FEATURES[0])}}
+        narrow = _with_base_width(rules, nd, spacing, BASE_FEATURES[0])
         return choose_cpu_precision(lambda p: measure_step_seconds(self, p, device, repeats=3, warmup=3), narrow)
 
     def _base_features_for_budget(self, rules: dict, nd: int, spacing: list[float], device: torch.device,
                                   budget_minutes: float) -> int:
         """The widest base width whose measured step affords ``MIN_STEPS[nd]`` steps (data loading and
         validation counted as the plan counts them)."""
-        from medsight.nets.unet import plan_unet
         from medsight.planning.budget import measure_step_seconds, widest_that_fits
 
         def step_seconds(base: int) -> float:
-            candidate = {**rules, "dims": nd, "channels_last": False,
-                         "network": {**rules["network"], **plan_unet(rules["patch_size"], spacing, base_features=base)}}
-            return measure_step_seconds(self, candidate, device, repeats=1)
+            return measure_step_seconds(self, _with_base_width(rules, nd, spacing, base), device, repeats=1)
 
         budget_s = budget_minutes * 60.0 * 0.9 / 1.15
         index, _ = widest_that_fits(BASE_FEATURES, step_seconds, 1, budget_s, MIN_STEPS[nd])
