@@ -1,0 +1,35 @@
+"""parallel_map: order kept, errors re-raised as raised, functions that cannot be pickled still run."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from medsight.parallel import parallel_map
+
+
+def test_results_keep_the_input_order_across_workers():
+    out = parallel_map(lambda x: (x * x, os.getpid()), range(37), workers=2, progress=False)
+    assert [v for v, _ in out] == [x * x for x in range(37)]
+    assert os.getpid() not in {pid for _, pid in out}  # the work ran in worker processes
+
+
+def test_the_function_is_inherited_not_pickled():
+    big = list(range(100000))  # a closure over a large object, as a partial holding a manifest is
+    assert parallel_map(lambda i: big[i] + 1, [3, 5, 7, 9, 11], workers=2, progress=False) == [4, 6, 8, 10, 12]
+
+
+def test_an_error_in_a_worker_comes_back_as_raised():
+    def fail_on_seven(x: int) -> int:
+        if x == 7:
+            raise ValueError("seven is bad")
+        return x
+
+    with pytest.raises(ValueError, match="seven is bad"):
+        parallel_map(fail_on_seven, range(20), workers=2, progress=False)
+    # and the next call still works (the shared state was cleared)
+    assert parallel_map(abs, [-1, -2, -3, -4], workers=2, progress=False) == [1, 2, 3, 4]
+
+
+def test_one_worker_runs_in_process():
+    assert parallel_map(lambda x: os.getpid(), range(5), workers=1, progress=False) == [os.getpid()] * 5
