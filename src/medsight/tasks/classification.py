@@ -21,6 +21,8 @@ from medsight.tasks.batch_augment import mirror_variants, random_affine_batch
 TARGET_EPOCHS = {2: 50, 3: 40}
 FIRST_MEMBERS = 3
 MAX_MEMBERS = 5
+#: spread in grades of the soft targets of ordinal labels (classification/ordinal.py)
+ORDINAL_SIGMA = 1.0
 AUGMENT_2D = {"rotation": [-0.26, 0.26], "scale": [0.9, 1.1], "translate": 0.05, "mirror_axes": [1]}
 AUGMENT_3D = {"rotation": [-0.26, 0.26], "scale": [0.9, 1.1], "translate": 0.05, "mirror_axes": [0, 1, 2]}
 
@@ -55,7 +57,7 @@ class ClassificationTask(Task):
         gpu = device.type == "cuda"
         if max(median) <= 64:
             budget = budget_minutes if budget_minutes is not None else self.default_budget_minutes[nd]
-            plan = self._small_image_rules(manifest, median, channels, device, float(budget))
+            plan = self._small_image_rules(manifest, median, channels, device, float(budget), measure)
         elif nd == 2 and channels == 3:
             side = 224 if gpu else 128
             plan = {"input_size": [side, side], "batch_size": 32,
@@ -72,8 +74,10 @@ class ClassificationTask(Task):
         n_train = self._num_train(manifest)
         steps = max(1, math.ceil(n_train / int(plan["batch_size"])))
         plan.update({
-            # label smoothing: small sets overfit to confident outputs; 0.1 is the usual amount
-            "loss": {"name": "ce", "label_smoothing": 0.1},
+            # label smoothing: small sets overfit to confident outputs; 0.1 is the usual amount. Ordinal
+            # grades train against Gaussian soft labels instead (label-distribution learning, ordinal.py)
+            "loss": ({"name": "ordinal_soft_labels", "sigma": ORDINAL_SIGMA} if manifest.ordinal and n_classes > 2
+                     else {"name": "ce", "label_smoothing": 0.1}),
             "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine",
                           "warmup_steps": steps},  # one epoch of warm-up, then cosine to zero (final = best-settled)
             "test_time_augmentation": {"mirror_axes": list(plan["augmentation"].get("mirror_axes", []))},
@@ -90,7 +94,7 @@ class ClassificationTask(Task):
         return max(1, len(manifest.fold_cases(0)[0]) if manifest.splits else len(manifest.cases))
 
     def _small_image_rules(self, manifest: Manifest, median: list[int], channels: int, device: torch.device,
-                           budget_minutes: float) -> dict:
+                           budget_minutes: float, measure: bool = True) -> dict:
         """Images of at most 64 pixels a side: compact ResNet-18s at the input's own size, sized to the budget.
 
         2D keeps full resolution in the first stage up to 32 pixels a side; volumes start with a stride-2
@@ -99,7 +103,7 @@ class ClassificationTask(Task):
         that still affords them); then more members (up to ``MAX_MEMBERS``), never more epochs. Past a few
         dozen epochs a small set is overfitted (on a split of BreastMNIST's training set, AUC peaked at 0.88
         near epoch 70 of 157 and ended at 0.82), while independently initialised members average their
-        errors away.
+        errors away. Without ``measure`` nothing is timed: the narrowest width and one member.
         """
         from medsight.classification.sizing import WIDTH_LADDER, seconds_per_sample, widest_that_fits
 
@@ -109,9 +113,12 @@ class ClassificationTask(Task):
         budget_s = budget_minutes * 60.0 * 0.9 / 1.15  # validation and data loading as the plan counts them
         ladder = WIDTH_LADDER if device.type == "cuda" else WIDTH_LADDER[:-1]
         batch = 64 if nd == 2 else 32
-        index, epochs = widest_that_fits(
-            ladder, lambda w: seconds_per_sample(nd, channels, median, w, stem_stride, device, batch=batch),
-            n_train, budget_s, TARGET_EPOCHS[nd] * FIRST_MEMBERS)
+        if measure:
+            index, epochs = widest_that_fits(
+                ladder, lambda w: seconds_per_sample(nd, channels, median, w, stem_stride, device, batch=batch),
+                n_train, budget_s, TARGET_EPOCHS[nd] * FIRST_MEMBERS)
+        else:
+            index, epochs = 0, TARGET_EPOCHS[nd]
         members = int(min(MAX_MEMBERS, max(1, epochs // TARGET_EPOCHS[nd])))
         net = {"name": "small_resnet", "spatial_dims": nd, "in_channels": channels,
                "num_classes": len(manifest.labels), "layers": [2, 2, 2, 2], "widths": list(ladder[index]),
@@ -136,10 +143,19 @@ class ClassificationTask(Task):
         return create_model(cfg.pop("name"), **cfg)
 
     def build_loss(self, plan: dict) -> nn.Module:
-        """Cross-entropy over class indices (averaged over the members of an ensemble network)."""
-        from medsight.classification.networks import EnsembleLoss
+        """The plan's loss over class indices (averaged over the members of an ensemble network).
 
-        return EnsembleLoss(nn.CrossEntropyLoss(label_smoothing=float(plan["loss"].get("label_smoothing", 0.0))))
+        ``ce`` (with optional ``label_smoothing``), or ``ordinal_soft_labels`` (with ``sigma`` in grades).
+        """
+        from medsight.classification.networks import EnsembleLoss
+        from medsight.classification.ordinal import OrdinalSoftLabelLoss
+
+        loss = plan["loss"]
+        if loss["name"] == "ordinal_soft_labels":
+            return EnsembleLoss(OrdinalSoftLabelLoss(float(loss.get("sigma", ORDINAL_SIGMA))))
+        if loss["name"] != "ce":
+            raise InputError(f"unknown classification loss {loss['name']!r}", fix="use ce or ordinal_soft_labels")
+        return EnsembleLoss(nn.CrossEntropyLoss(label_smoothing=float(loss.get("label_smoothing", 0.0))))
 
     def _arrays(self, data: CachedCases, plan: dict) -> tuple[np.ndarray, np.ndarray]:
         """All images of ``data`` in memory (classification sets are small) and their class indices."""
