@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--fraction-budget-minutes", type=float, default=20.0)
     parser.add_argument("--side", type=int, help="fix the image side (with --epochs: reuse a finished run's parts)")
     parser.add_argument("--epochs", type=int, help="fix the epochs per trained strategy")
+    parser.add_argument("--color-constancy", choices=["shades_of_gray", "none"], default="shades_of_gray")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--keep", help="keep the dataset and outputs in this folder")
     parser.add_argument("--out", help="results folder (default benchmarks/results)")
@@ -58,7 +59,8 @@ def main() -> None:
         runs = {}
         for fraction in args.label_fractions:
             out = work / f"compare_{fraction:g}"
-            cmd = ["compare", str(ds), "-o", str(out), "--threads", str(args.threads), "--label-fraction", str(fraction)]
+            cmd = ["compare", str(ds), "-o", str(out), "--threads", str(args.threads), "--label-fraction", str(fraction),
+                   "--color-constancy", args.color_constancy]
             if fraction == 1.0:
                 cmd += ["--budget-minutes", str(args.budget_minutes)]
             else:

@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default: pretrain in each fold on its training images)")
     p.add_argument("--side", type=int, help="image side in pixels (default: chosen from the budget)")
     p.add_argument("--epochs", type=int, help="epochs per trained strategy (default: chosen from the budget)")
+    p.add_argument("--color-constancy", choices=["shades_of_gray", "none"], default="shades_of_gray",
+                   help="colour normalisation of every image first (default shades_of_gray; grey images unchanged)")
     p.add_argument("--threads", type=int)
 
     p = cmd("pretrain", "self-supervised (SimCLR) pretraining of the EfficientNet-Lite0 encoder on unlabelled "
@@ -263,7 +265,8 @@ def dispatch(args: argparse.Namespace) -> None:
 
         compare(args.dataset_dir, args.out, budget_minutes=args.budget_minutes, strategies=args.strategies,
                 folds=args.folds, label_fraction=args.label_fraction, encoder=args.encoder, side=args.side,
-                epochs=args.epochs, threads=args.threads)
+                epochs=args.epochs, threads=args.threads,
+                color_constancy=None if args.color_constancy == "none" else args.color_constancy)
     elif args.command == "pretrain":
         from medsight.pretrain import pretrain
 

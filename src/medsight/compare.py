@@ -38,6 +38,9 @@ STRATEGIES = ("frozen", "finetune", "scratch", "selfsup")
 ENSEMBLE = "ensemble"
 ENSEMBLED = ("frozen", "finetune", "selfsup")
 SIDES = (224, 192, 160, 128, 96)
+#: colour constancy of the images unless told otherwise (5-fold frozen-feature AUC on ISIC, side 224:
+#: 0.705 without, 0.727 with Shades of Gray; a no-op on grey images)
+DEFAULT_COLOR_CONSTANCY = "shades_of_gray"
 #: fine-tuning epochs below which a smaller image side is taken instead (an ImageNet network fine-tunes in a
 #: few epochs; detail lost to a smaller side does not come back)
 MIN_EPOCHS = 8
@@ -144,8 +147,12 @@ def _pretrain_fold(images: np.ndarray, plan: dict, fold: int, seed: int, work: P
 def compare(dataset_dir: str | Path, out_dir: str | Path | None = None, budget_minutes: float = 60.0,
             strategies: Sequence[str] = STRATEGIES, folds: Sequence[int] | None = None, label_fraction: float = 1.0,
             encoder: str | Path | None = None, side: int | None = None, epochs: int | None = None, seed: int = 0,
-            threads: int | None = None, quiet: bool = False) -> dict:
+            threads: int | None = None, color_constancy: str | None = DEFAULT_COLOR_CONSTANCY,
+            quiet: bool = False) -> dict:
     """Run the transfer-learning strategies on the dataset's folds; write the table, tests and report.
+
+    ``color_constancy`` (default Shades of Gray; None to keep the colours) is applied to every image
+    before any strategy sees it (see :mod:`medsight.classification.images`).
 
     Example:
         >>> compare("work/isic", budget_minutes=60)  # doctest: +SKIP
@@ -171,15 +178,16 @@ def compare(dataset_dir: str | Path, out_dir: str | Path | None = None, budget_m
     n_train = int(np.mean([len(manifest.splits[k]["train"]) for k in fold_ids]))
     plan = plan_comparison(max(1, int(n_train * label_fraction)), len(fold_ids), budget_minutes, strategies,
                            pretrain_needed=encoder is None, side=side, epochs=epochs)
-    parts = out / "parts" / _settings_key(plan, label_fraction, encoder, seed)
+    parts = out / "parts" / _settings_key(plan, label_fraction, encoder, seed, color_constancy)
     parts.mkdir(parents=True, exist_ok=True)
     _log(f"compare: {len(manifest.cases)} cases, folds {fold_ids}, side {plan['side']} px, {plan['epochs']} epochs "
          f"per trained strategy, budget {budget_minutes} min", quiet)
-    images = load_image_set(manifest, plan["side"])
+    images = load_image_set(manifest, plan["side"], color_constancy=color_constancy)
     y = images.labels
     splits = {k: (images.index_of(manifest.splits[k]["train"]), images.index_of(manifest.splits[k]["val"]))
               for k in fold_ids}
     plan["pretrain_idx"] = {k: splits[k][0] for k in fold_ids}
+    plan["color_constancy"] = color_constancy
     features = None
     feature_seconds = 0.0
     if "frozen" in strategies:
@@ -237,12 +245,14 @@ def compare(dataset_dir: str | Path, out_dir: str | Path | None = None, budget_m
     return report
 
 
-def _settings_key(plan: dict, label_fraction: float, encoder, seed: int) -> str:
+def _settings_key(plan: dict, label_fraction: float, encoder, seed: int, color_constancy: str | None = None) -> str:
     """Folder name of the settings a finished part depends on (a re-run with other settings starts afresh)."""
     import hashlib
 
     settings = [plan["side"], plan["epochs"], plan["pretrain_minutes_per_fold"], label_fraction,
                 str(Path(encoder).resolve()) if encoder else None, seed]
+    if color_constancy is not None:  # keeps the keys of runs made before colour constancy existed
+        settings.append(color_constancy)
     digest = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:8]
     return f"side{plan['side']}_epochs{plan['epochs']}_labels{label_fraction:g}_{digest}"
 
