@@ -33,3 +33,13 @@ def test_an_error_in_a_worker_comes_back_as_raised():
 
 def test_one_worker_runs_in_process():
     assert parallel_map(lambda x: os.getpid(), range(5), workers=1, progress=False) == [os.getpid()] * 5
+
+
+def test_a_call_inside_a_worker_runs_in_that_worker():
+    def inner(x: int) -> tuple[int, set[int]]:
+        pids = parallel_map(lambda y: os.getpid(), range(6), workers=2, progress=False)
+        return x, set(pids)
+
+    out = parallel_map(inner, range(4), workers=2, progress=False)
+    assert [x for x, _ in out] == [0, 1, 2, 3]
+    assert all(len(pids) == 1 for _, pids in out)  # the nested map stayed in its worker process

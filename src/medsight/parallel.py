@@ -20,13 +20,17 @@ def default_workers() -> int:
 
 #: the function and items of the running :func:`parallel_map`, inherited by its forked workers
 _SHARED: tuple[Callable, list] | None = None
+#: True inside a worker: a parallel_map called there runs in that process
+_IN_WORKER = False
 #: chunks a worker gets over a run (a few, so that progress still moves and a slow item does not stall)
 CHUNKS_PER_WORKER = 8
 
 
 def _run_chunk(indices: range) -> list:
     """``fn(items[i])`` for a chunk of indices, in a forked worker (reads the parent's ``_SHARED``)."""
+    global _IN_WORKER
     assert _SHARED is not None, "parallel_map workers must be forked"
+    _IN_WORKER = True
     fn, items = _SHARED
     return [fn(items[i]) for i in indices]
 
@@ -41,7 +45,7 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None =
     """
     global _SHARED
     items = list(items)
-    workers = default_workers() if workers is None else workers
+    workers = 1 if _IN_WORKER else default_workers() if workers is None else workers
     bar = progress_bar(total=len(items), desc=desc, requested=progress and len(items) >= 2, leave=False)
     try:
         if workers <= 1 or len(items) < 4:
