@@ -15,6 +15,7 @@ from medsight.classification.networks import MemberEnsemble
 from medsight.datasets.manifest import Manifest
 from medsight.planning.fingerprint import load_fingerprint
 from medsight.tasks import get_task
+from medsight.classification.sizing import WIDTH_LADDER
 from medsight.tasks.classification import MAX_MEMBERS, TARGET_EPOCHS
 
 
@@ -34,7 +35,8 @@ def test_2d_small_image_plan(tiny_breast):
     assert fresh["test_time_augmentation"] == {"mirror_axes": [1]}
     assert fresh["loss"]["label_smoothing"] == 0.1
     assert fresh["optimizer"]["warmup_steps"] == math.ceil(48 / 64)  # one epoch of the 48 training cases
-    assert 1 <= net["members"] <= MAX_MEMBERS
+    assert 1 <= plan["network"]["members"] <= MAX_MEMBERS
+    assert net["members"] == 1 and net["widths"] == list(WIDTH_LADDER[0])  # unmeasured: nothing timed
     assert plan["task"] == "classification"
 
 
