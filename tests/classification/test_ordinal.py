@@ -50,15 +50,16 @@ def test_non_positive_sigma_is_refused():
         OrdinalSoftLabelLoss(0.0)
 
 
-@pytest.mark.parametrize("name,ordinal", [("retinamnist", True), ("breastmnist", False)])
-def test_plan_uses_soft_labels_for_grades_only(shared_data: Path, tmp_path: Path, name: str, ordinal: bool):
+def test_plan_keeps_cross_entropy_for_grades_and_builds_soft_labels_when_asked(shared_data: Path, tmp_path: Path):
     ds = tmp_path / "ds"
-    api.import_dataset(shared_data / "medmnist" / f"{name}.npz", ds, progress=False)
+    api.import_dataset(shared_data / "medmnist" / "retinamnist.npz", ds, progress=False)
     plan = api.plan(ds, budget_minutes=0.01, quiet=True, measure=False)
     task = get_task("classification")
+    assert plan["ordinal"] and plan["loss"] == {"name": "ce", "label_smoothing": 0.1}
+    assert isinstance(task.build_loss(plan).loss, torch.nn.CrossEntropyLoss)
+    plan["loss"] = {"name": "ordinal_soft_labels", "sigma": 0.5}
     loss = task.build_loss(plan)
-    if ordinal:
-        assert plan["loss"] == {"name": "ordinal_soft_labels", "sigma": 1.0}
-        assert isinstance(loss.loss, OrdinalSoftLabelLoss)
-    else:
-        assert plan["loss"]["name"] == "ce" and isinstance(loss.loss, torch.nn.CrossEntropyLoss)
+    assert isinstance(loss.loss, OrdinalSoftLabelLoss) and loss.loss.sigma == 0.5
+    plan["loss"] = {"name": "hinge"}
+    with pytest.raises(InputError, match="unknown classification loss"):
+        task.build_loss(plan)

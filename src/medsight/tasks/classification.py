@@ -74,10 +74,10 @@ class ClassificationTask(Task):
         n_train = self._num_train(manifest)
         steps = max(1, math.ceil(n_train / int(plan["batch_size"])))
         plan.update({
-            # label smoothing: small sets overfit to confident outputs; 0.1 is the usual amount. Ordinal
-            # grades train against Gaussian soft labels instead (label-distribution learning, ordinal.py)
-            "loss": ({"name": "ordinal_soft_labels", "sigma": ORDINAL_SIGMA} if manifest.ordinal and n_classes > 2
-                     else {"name": "ce", "label_smoothing": 0.1}),
+            # label smoothing: small sets overfit to confident outputs; 0.1 is the usual amount. Ordinal grades
+            # too: Gaussian soft labels ("ordinal_soft_labels", ordinal.py) are a plan option, not the default,
+            # since on RetinaMNIST (same plan, train -> val) they lowered the one-vs-rest AUC from 0.780 to 0.698
+            "loss": {"name": "ce", "label_smoothing": 0.1},
             "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine",
                           "warmup_steps": steps},  # one epoch of warm-up, then cosine to zero (final = best-settled)
             "test_time_augmentation": {"mirror_axes": list(plan["augmentation"].get("mirror_axes", []))},
