@@ -28,10 +28,16 @@ from medsight.errors import InputError
 DEFAULT_SIGMA = 1.0
 
 
-def ordinal_soft_targets(labels: Tensor, num_classes: int, sigma: float = DEFAULT_SIGMA) -> Tensor:
-    """``(B, K)`` Gaussian soft targets around integer grades ``labels`` ``(B,)``; each row sums to 1."""
+def _checked_sigma(sigma: float) -> float:
+    """``sigma`` as a float; raises InputError unless it is positive."""
     if sigma <= 0:
         raise InputError(f"the ordinal target spread must be positive, got sigma={sigma}")
+    return float(sigma)
+
+
+def ordinal_soft_targets(labels: Tensor, num_classes: int, sigma: float = DEFAULT_SIGMA) -> Tensor:
+    """``(B, K)`` Gaussian soft targets around integer grades ``labels`` ``(B,)``; each row sums to 1."""
+    sigma = _checked_sigma(sigma)
     grades = torch.arange(num_classes, dtype=torch.float32, device=labels.device)
     distance = grades[None, :] - labels.float()[:, None]
     weights = torch.exp(-0.5 * (distance / sigma) ** 2)
@@ -43,9 +49,7 @@ class OrdinalSoftLabelLoss(nn.Module):
 
     def __init__(self, sigma: float = DEFAULT_SIGMA):
         super().__init__()
-        if sigma <= 0:
-            raise InputError(f"the ordinal target spread must be positive, got sigma={sigma}")
-        self.sigma = float(sigma)
+        self.sigma = _checked_sigma(sigma)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Mean over the batch of ``-sum_k q_k log softmax(logits)_k``."""

@@ -21,8 +21,6 @@ from medsight.tasks.batch_augment import mirror_variants, random_affine_batch
 TARGET_EPOCHS = {2: 50, 3: 40}
 FIRST_MEMBERS = 3
 MAX_MEMBERS = 5
-#: spread in grades of the soft targets of ordinal labels (classification/ordinal.py)
-ORDINAL_SIGMA = 1.0
 AUGMENT_2D = {"rotation": [-0.26, 0.26], "scale": [0.9, 1.1], "translate": 0.05, "mirror_axes": [1]}
 AUGMENT_3D = {"rotation": [-0.26, 0.26], "scale": [0.9, 1.1], "translate": 0.05, "mirror_axes": [0, 1, 2]}
 
@@ -148,11 +146,11 @@ class ClassificationTask(Task):
         ``ce`` (with optional ``label_smoothing``), or ``ordinal_soft_labels`` (with ``sigma`` in grades).
         """
         from medsight.classification.networks import EnsembleLoss
-        from medsight.classification.ordinal import OrdinalSoftLabelLoss
+        from medsight.classification.ordinal import DEFAULT_SIGMA, OrdinalSoftLabelLoss
 
         loss = plan["loss"]
         if loss["name"] == "ordinal_soft_labels":
-            return EnsembleLoss(OrdinalSoftLabelLoss(float(loss.get("sigma", ORDINAL_SIGMA))))
+            return EnsembleLoss(OrdinalSoftLabelLoss(float(loss.get("sigma", DEFAULT_SIGMA))))
         if loss["name"] != "ce":
             raise InputError(f"unknown classification loss {loss['name']!r}", fix="use ce or ordinal_soft_labels")
         return EnsembleLoss(nn.CrossEntropyLoss(label_smoothing=float(loss.get("label_smoothing", 0.0))))
