@@ -12,13 +12,11 @@ often the top-scored tile holds one (with the chance rate). Writes benchmarks/re
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
 from pathlib import Path
 
-from _common import SHARED_DATA, load_average, write_results
-from _segmentation import medsight
+from _bccd import run_bccd_study
+from _common import write_results
 
 
 def main() -> None:
@@ -29,17 +27,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="medsight_mil_") as tmp:
-        ds, out = Path(tmp) / "ds", Path(tmp) / "out"
-        medsight("import", str(SHARED_DATA / "bccd"), str(ds), "--format", "voc")
-        load_before = load_average()
-        seconds = medsight("mil", str(ds), "--positive-class", "Platelets", "-o", str(out), "--epochs",
-                           str(args.epochs), "--tile", str(args.tile), "--downsample", str(args.downsample),
-                           "--threads", str(args.threads), threads=args.threads)
-        result = json.loads((out / "mil.json").read_text())
-    path = write_results("bccd_mil", {"data": str(SHARED_DATA / "bccd"), "split": "splits/train.txt -> splits/val.txt",
-                                      "threads": args.threads, "load_before": load_before, "load_after": load_average(),
-                                      "wall_seconds": round(seconds, 1), "result": result}, args.out)
+    payload = run_bccd_study("mil", "mil.json", "--epochs", str(args.epochs), "--tile", str(args.tile),
+                             "--downsample", str(args.downsample), threads=args.threads)
+    path = write_results("bccd_mil", payload, args.out)
+    result = payload["result"]
     print(f"bag AUC {result['bag_auc']}; instance AUC {result['instance_auc']}, top tile hit "
           f"{result['top_tile_hit_rate']} (chance {result['top_tile_chance_rate']}); written {path}")
 

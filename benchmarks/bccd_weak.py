@@ -12,13 +12,10 @@ benchmarks/results/bccd_weak.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
-from pathlib import Path
 
-from _common import SHARED_DATA, load_average, write_results
-from _segmentation import medsight
+from _bccd import run_bccd_study
+from _common import write_results
 
 
 def main() -> None:
@@ -27,16 +24,10 @@ def main() -> None:
     parser.add_argument("--downsample", type=int, default=2, help="images at half size (platelets ~10 px)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="medsight_weak_") as tmp:
-        ds, out = Path(tmp) / "ds", Path(tmp) / "out"
-        medsight("import", str(SHARED_DATA / "bccd"), str(ds), "--format", "voc")
-        load_before = load_average()
-        seconds = medsight("weak", str(ds), "--positive-class", "Platelets", "-o", str(out), "--epochs",
-                           str(args.epochs), "--downsample", str(args.downsample), "--threads", str(args.threads))
-        result = json.loads((out / "weak.json").read_text())
-    path = write_results("bccd_weak", {"data": str(SHARED_DATA / "bccd"), "split": "splits/train.txt -> splits/val.txt",
-                                       "threads": args.threads, "load_before": load_before, "load_after": load_average(),
-                                       "wall_seconds": round(seconds, 1), "result": result})
+    payload = run_bccd_study("weak", "weak.json", "--epochs", str(args.epochs), "--downsample", str(args.downsample),
+                             threads=args.threads)
+    path = write_results("bccd_weak", payload)
+    result = payload["result"]
     print(f"image AUC {result['image_auc']}, CPM {result['cpm']}, top point hit {result['top_point_hit_rate']}; "
           f"written {path}")
 
