@@ -15,7 +15,7 @@ from medsight.classification.networks import MemberEnsemble
 from medsight.datasets.manifest import Manifest
 from medsight.planning.fingerprint import load_fingerprint
 from medsight.tasks import get_task
-from medsight.classification.sizing import WIDTH_LADDER
+from medsight.classification.sizing import PLANES_LADDER, WIDTH_LADDER
 from medsight.tasks.classification import MAX_MEMBERS, TARGET_EPOCHS
 
 
@@ -40,15 +40,20 @@ def test_2d_small_image_plan(tiny_breast):
     assert plan["task"] == "classification"
 
 
-def test_3d_plan_uses_a_stride_two_stem_and_a_small_budget_buys_one_narrow_member(tmp_path, shared_data):
+def test_small_volumes_get_the_2_5d_network_and_a_small_budget_buys_one_narrow_member(tmp_path, shared_data):
+    from medsight.classification.exam_networks import OrthogonalPlanesNet
+
     ds = tmp_path / "adrenal"
     api.import_dataset(_adrenal_subset(tmp_path / "a.npz", shared_data), ds, progress=False)
     manifest = Manifest.load(ds)
     fp = api.fingerprint(ds, progress=False)
     task = get_task("classification")
     tiny = task.plan_rules(manifest, fp, torch.device("cpu"), budget_minutes=0.01)
-    assert tiny["network"]["stem_stride"] == 2 and tiny["network"]["spatial_dims"] == 3
-    assert tiny["network"]["widths"] == [8, 16, 32, 64] and tiny["network"]["members"] == 1
+    assert tiny["network"]["name"] == "orthogonal_planes"
+    assert tiny["network"]["features"] == list(PLANES_LADDER[0]) and tiny["network"]["members"] == 1
+    assert isinstance(task.build_network(tiny), OrthogonalPlanesNet)
+    two = task.build_network({**tiny, "network": {**tiny["network"], "members": 2}})
+    assert isinstance(two, MemberEnsemble) and len(two.members) == 2
     assert tiny["test_time_augmentation"] == {"mirror_axes": [0, 1, 2]} and not tiny["channels_last"]
     assert tiny["augmentation"]["rotation"]
     assert load_fingerprint(ds)["median_shape"] == [28, 28, 28]
@@ -58,27 +63,27 @@ def test_budget_buys_members_then_width_then_members(tmp_path, shared_data, monk
     """With a made-up timing (cost x4 per ladder step), the rule's choices can be computed by hand."""
     import medsight.classification.sizing as sizing
 
-    ladder_cost = {w: 1e-3 * 4 ** i for i, w in enumerate(sizing.WIDTH_LADDER)}
-    monkeypatch.setattr(sizing, "seconds_per_sample", lambda nd, c, size, w, stride, dev, batch=32: ladder_cost[tuple(w)])
+    ladder_cost = {w: 1e-3 * 4 ** i for i, w in enumerate(sizing.PLANES_LADDER)}
+    monkeypatch.setattr(sizing, "planes_seconds_per_sample", lambda c, size, w, dev, batch=32: ladder_cost[tuple(w)])
     ds = tmp_path / "adrenal"
     api.import_dataset(_adrenal_subset(tmp_path / "a.npz", shared_data), ds, progress=False)
     manifest, fp, task = Manifest.load(ds), api.fingerprint(ds, progress=False), get_task("classification")
     usable = 60 * 0.9 / 1.15  # seconds of one budget minute that go to training steps (46.96 s)
-    # 24 cases: an epoch costs 0.024, 0.096, 0.384 s for the three CPU widths; 3 members of 40 epochs = 120
+    # 24 cases: an epoch costs 0.024, 0.096, 0.384 s for the three 2.5D widths; 3 members of 40 epochs = 120
 
     def network(minutes):
         net = task.plan_rules(manifest, fp, torch.device("cpu"), budget_minutes=minutes)["network"]
-        return net["widths"], net["members"]
+        return net["features"], net["members"]
 
     # 0.05 min = 2.35 s: 98 epochs of the narrowest (< 120) -> narrowest, 98 // 40 = 2 members
-    assert network(0.05) == ([8, 16, 32, 64], 2)
+    assert network(0.05) == ([16, 32, 64], 2)
     # 0.1 min = 4.7 s: 196 epochs of the narrowest, 49 of the middle (< 120) -> narrowest, 4 members
-    assert network(0.1) == ([8, 16, 32, 64], 4)
+    assert network(0.1) == ([16, 32, 64], 4)
     # 0.3 min = 14.1 s: 147 epochs of the middle width -> middle, 3 members
-    assert network(0.3) == ([16, 32, 64, 128], 3)
+    assert network(0.3) == ([32, 64, 128], 3)
     # 1.5 min = 70.4 s: 183 epochs of the widest -> widest, 4 members; 30 min: capped at 5
-    assert network(1.5) == ([32, 64, 128, 256], int(1.5 * usable / (24 * 16e-3)) // TARGET_EPOCHS[3])
-    assert network(30.0) == ([32, 64, 128, 256], 5)
+    assert network(1.5) == ([64, 128, 256], int(1.5 * usable / (24 * 16e-3)) // TARGET_EPOCHS[3])
+    assert network(30.0) == ([64, 128, 256], 5)
 
 
 def test_test_time_flips_average_the_mirrored_predictions(tiny_breast):

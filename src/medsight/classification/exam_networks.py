@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from medsight.classification.networks import small_resnet
+from medsight.classification.networks import MemberEnsemble, small_resnet
 from medsight.nets import AttentionMILPooling, MultiStreamNet, register_model
 
 __all__ = ["OrthogonalPlanesNet", "SliceAttentionNet", "central_planes", "orthogonal_planes", "slice_attention"]
@@ -102,11 +102,16 @@ def slice_attention(in_channels: int, num_classes: int, layers: Sequence[int] = 
 
 
 def orthogonal_planes(in_channels: int, num_classes: int, features: Sequence[int] = (16, 32, 64), hidden: int = 128,
-                      dropout: float = 0.0, spatial_dims: int = 3) -> OrthogonalPlanesNet:
-    """:class:`OrthogonalPlanesNet` (``spatial_dims`` is accepted for plan compatibility; it must be 3)."""
+                      dropout: float = 0.0, spatial_dims: int = 3, members: int = 1) -> nn.Module:
+    """:class:`OrthogonalPlanesNet` (``spatial_dims`` is accepted for plan compatibility; it must be 3);
+    ``members`` > 1 gives a :class:`MemberEnsemble` of that many independently initialised copies."""
     if spatial_dims != 3:
         raise ValueError("orthogonal planes are taken from volumes (spatial_dims=3)")
-    return OrthogonalPlanesNet(in_channels, num_classes, features=features, hidden=hidden, dropout=dropout)
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
+    nets = [OrthogonalPlanesNet(in_channels, num_classes, features=features, hidden=hidden, dropout=dropout)
+            for _ in range(members)]
+    return MemberEnsemble(nets) if members > 1 else nets[0]
 
 
 register_model("slice_attention", slice_attention)

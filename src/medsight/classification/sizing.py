@@ -18,6 +18,8 @@ from medsight.planning.budget import widest_that_fits  # noqa: F401  (the rule, 
 #: ResNet widths per stage, narrowest first; the last is the standard ResNet-18 width
 WIDTH_LADDER: tuple[tuple[int, ...], ...] = ((8, 16, 32, 64), (16, 32, 64, 128), (32, 64, 128, 256),
                                              (64, 128, 256, 512))
+#: stream widths of the 2.5D orthogonal-planes network, narrowest first
+PLANES_LADDER: tuple[tuple[int, ...], ...] = ((16, 32, 64), (32, 64, 128), (64, 128, 256))
 
 
 def time_training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 2,
@@ -51,6 +53,25 @@ def _seconds_per_sample(key: tuple, device: str, threads: int) -> float:
     x = torch.randn(batch, channels, *size, device=device)
     y = torch.zeros(batch, dtype=torch.long, device=device)
     return time_training_step(model, x, y, repeats=1, channels_last=nd == 2 and device == "cpu") / batch
+
+
+@lru_cache(maxsize=64)
+def _planes_seconds_per_sample(key: tuple, device: str, threads: int) -> float:
+    from medsight.classification.exam_networks import orthogonal_planes
+
+    channels, size, features, batch = key
+    torch.manual_seed(0)
+    model = orthogonal_planes(channels, 2, features=features).to(device)
+    x = torch.randn(batch, channels, *size, device=device)
+    y = torch.zeros(batch, dtype=torch.long, device=device)
+    return time_training_step(model, x, y, repeats=1) / batch
+
+
+def planes_seconds_per_sample(channels: int, size: Sequence[int], features: Sequence[int], device: torch.device,
+                              batch: int = 32) -> float:
+    """Training seconds per volume of an ``orthogonal_planes`` network (measured once per process and threads)."""
+    key = (int(channels), tuple(int(s) for s in size), tuple(int(f) for f in features), int(batch))
+    return _planes_seconds_per_sample(key, str(device), torch.get_num_threads())
 
 
 def seconds_per_sample(spatial_dims: int, channels: int, size: Sequence[int], widths: Sequence[int],

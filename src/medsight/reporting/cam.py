@@ -5,7 +5,9 @@ of the class score's gradient and keeps the positive part: ``relu(sum_k mean(dS/
 to the input. The stage read is ``encoder.layer4`` of a :class:`medsight.nets.resnet.ResNet` (and
 ``small_resnet``), the activated 1x1 head convolution of EfficientNet-Lite0 (the maps it pools), else the
 last convolution of the network. A :class:`MemberEnsemble` or a list of fold models gives the sum of its
-members' maps, each for the same class.
+members' maps, each for the same class. The 2.5D network (three orthogonal planes through the volume's
+centre, one 2D stream each) gets each stream's 2D map on its plane, back-projected into the volume:
+``cam[z, y, x] = axial[y, x] + coronal[z, x] + sagittal[z, y]``, so the peak is where the views agree.
 
 Boxes follow :mod:`medsight.evaluation.detection`: continuous corners, 2D ``x0, y0, x1, y1`` with x = column,
 3D ``x0, y0, z0, x1, y1, z1`` along the array axes, so a CAM box can be scored against manifest boxes.
@@ -92,36 +94,63 @@ def grad_cam(models: nn.Module | Sequence[nn.Module], x: torch.Tensor | np.ndarr
         target = predicted_class(leaves, x)
     total = torch.zeros(spatial, dtype=torch.float32)
     for m in leaves:
-        total += _one_cam(m, xb, int(target), layer if len(leaves) == 1 and layer is not None else target_layer(m))
+        total += _one_cam(m, xb, int(target), layer if len(leaves) == 1 else None)
     peak = float(total.max())
     return (total / peak if peak > 0 else total).numpy().astype(np.float32)
 
 
-def _one_cam(model: nn.Module, xb: torch.Tensor, target: int, layer: nn.Module) -> torch.Tensor:
+def _one_cam(model: nn.Module, xb: torch.Tensor, target: int, layer: nn.Module | None) -> torch.Tensor:
     """Un-normalised Grad-CAM of one network, upsampled to the input's spatial shape."""
-    captured: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    from medsight.classification.exam_networks import OrthogonalPlanesNet
+
+    if isinstance(model, OrthogonalPlanesNet) and layer is None:
+        return _planes_cam(model, xb, target)
+    layer = layer if layer is not None else target_layer(model)
+    act, grad = _activation_and_gradient(model, xb, target, [layer])[0]
+    if act.dim() != xb.dim():
+        raise ValueError(f"the target layer gives {act.dim() - 2}D maps for a {xb.dim() - 2}D input")
+    return _weighted_map(act, grad, tuple(xb.shape[2:]))
+
+
+def _activation_and_gradient(model: nn.Module, xb: torch.Tensor, target: int,
+                             layers: Sequence[nn.Module]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(activation, gradient of the class score) of each layer for the batch of one ``xb``, model in eval mode."""
+    captured: dict[int, torch.Tensor] = {}
+    handles = [layer.register_forward_hook(lambda _m, _i, out, i=i: captured.__setitem__(i, out))
+               for i, layer in enumerate(layers)]  # a module run more than once (EfficientNet's activation): its last call
     was_training = model.training
     try:
         model.eval()
         with torch.enable_grad():
             inp = xb.detach().clone().requires_grad_(True)  # gives the activations a graph when weights are frozen
             logits = model(inp)
-            if not captured:
+            if len(captured) != len(layers):
                 raise ValueError("the target layer was not run by the network's forward pass")
-            act = captured[-1]  # a module run more than once (EfficientNet's activation): its last call
-            grad, = torch.autograd.grad(logits[0, target], act)
+            acts = [captured[i] for i in range(len(layers))]
+            grads = torch.autograd.grad(logits[0, target], acts)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
-    if act.dim() != xb.dim():
-        raise ValueError(f"the target layer gives {act.dim() - 2}D maps for a {xb.dim() - 2}D input")
-    dims = tuple(range(2, act.dim()))
-    weights = grad.mean(dim=dims, keepdim=True)
+    return list(zip(acts, grads))
+
+
+def _weighted_map(act: torch.Tensor, grad: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """``relu(sum_k mean(grad_k) * act_k)`` of one image, resized to ``size``."""
+    weights = grad.mean(dim=tuple(range(2, act.dim())), keepdim=True)
     cam = torch.relu((weights * act).sum(dim=1, keepdim=True)).detach().float()
     mode = "bilinear" if cam.dim() == 4 else "trilinear"
-    cam = F.interpolate(cam, size=tuple(xb.shape[2:]), mode=mode, align_corners=False)
-    return cam[0, 0].cpu()
+    return F.interpolate(cam, size=size, mode=mode, align_corners=False)[0, 0].cpu()
+
+
+def _planes_cam(model: nn.Module, xb: torch.Tensor, target: int) -> torch.Tensor:
+    """The 2.5D network's three plane maps back-projected into the volume (D, H, W)."""
+    encoders = list(model.streams.encoders)
+    layers = [[m for m in e.modules() if isinstance(m, nn.Conv2d)][-1] for e in encoders]
+    d, h, w = xb.shape[2:]
+    axial, coronal, sagittal = (_weighted_map(a, g, size) for (a, g), size in
+                                zip(_activation_and_gradient(model, xb, target, layers), ((h, w), (d, w), (d, h))))
+    return axial[None, :, :] + coronal[:, None, :] + sagittal[:, :, None]
 
 
 def cam_peak(cam: np.ndarray) -> tuple[int, ...]:
