@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--tile", type=int, default=32, help="tile side after downsampling (pixels)")
     p.add_argument("--downsample", type=int, default=2)
+    p.add_argument("--encoder", choices=["imagenet", "scratch"], default="imagenet",
+                   help="tile features: frozen ImageNet EfficientNet-Lite0 (RGB) or a small CNN trained from scratch")
     p.add_argument("--threads", type=int)
 
     p = cmd("localise", "3D boxes of a structure by slice classification: a 2D CNN labels each slice along each "
@@ -281,7 +283,7 @@ def dispatch(args: argparse.Namespace) -> None:
         from medsight.classification.mil import run_mil
 
         run_mil(args.dataset_dir, args.out, args.positive_class, epochs=args.epochs, downsample=args.downsample,
-                tile=args.tile)
+                tile=args.tile, encoder=args.encoder)
     elif args.command == "localise":
         from medsight.localise import localise
 

@@ -11,6 +11,7 @@ import torch
 from medsight import api
 from medsight.classification.mil import AttentionMIL, localisation_metrics, tile_image, tile_truth
 from medsight.cli import main
+from medsight.errors import InputError
 
 
 def test_tiles_are_row_major_blocks():
@@ -64,14 +65,15 @@ def _voc_subset(shared_data: Path, folder: Path, n_train: int = 10, n_val: int =
     return folder
 
 
-def test_mil_cli_on_bccd_images(shared_data, tmp_path, capsys):
+@pytest.mark.parametrize("encoder", ["imagenet", "scratch"])
+def test_mil_cli_on_bccd_images(shared_data, tmp_path, capsys, encoder):
     ds = tmp_path / "ds"
     api.import_dataset(_voc_subset(shared_data, tmp_path / "voc"), ds, format="voc", progress=False)
     out = tmp_path / "mil"
     assert main(["mil", str(ds), "--positive-class", "Platelets", "-o", str(out), "--epochs", "1",
-                 "--downsample", "4", "--threads", "1"]) == 0
+                 "--downsample", "4", "--threads", "1", "--encoder", encoder]) == 0
     result = json.loads((out / "mil.json").read_text())
-    assert result["train_bags"] == 10 and result["val_bags"] == 6
+    assert result["train_bags"] == 10 and result["val_bags"] == 6 and result["encoder"] == encoder
     assert result["tiles_per_bag"] == (480 // 4 // 32) * (640 // 4 // 32)  # 3 x 5 tiles
     assert result["bag_auc"] is None or 0 <= result["bag_auc"] <= 1
     saved = np.load(out / "instance_scores.npz")
@@ -79,3 +81,21 @@ def test_mil_cli_on_bccd_images(shared_data, tmp_path, capsys):
     assert "MIL 'Platelets'" in capsys.readouterr().out
     assert main(["mil", str(ds), "--positive-class", "Neutrophil", "-o", str(out)]) == 2
     assert "no class 'Neutrophil'" in capsys.readouterr().err
+
+
+def test_imagenet_tile_features_see_the_tile_content():
+    """Frozen features: one vector per tile, identical tiles give identical vectors, different ones differ;
+    a feature-vector bag trains and scores like a tile bag."""
+    from medsight.classification.mil import tile_features, train_mil
+
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(0, 256, (2, 3, 3, 16, 16)).astype(np.float32)
+    tiles[1, 2] = tiles[0, 0]
+    feats = tile_features(tiles, side=64)
+    assert feats.shape[:2] == (2, 3) and feats.shape[2] > 1000 and feats.dtype == np.float32
+    assert np.allclose(feats[1, 2], feats[0, 0], atol=1e-4) and not np.allclose(feats[0, 0], feats[0, 1], atol=1e-2)
+    with pytest.raises(InputError, match="RGB"):
+        tile_features(tiles[:, :, :1])
+    model = train_mil(feats, np.array([0, 1]), epochs=2, batch_size=2)
+    scores = model.instance_scores(torch.from_numpy(feats))
+    assert scores.shape == (2, 3) and torch.allclose(scores.sum(1), torch.ones(2), atol=1e-5)
