@@ -138,7 +138,7 @@ def load_bags(manifest: Manifest, positive_class: str, downsample: int = 2, tile
 
 
 @torch.inference_mode()
-def tile_features(tiles: np.ndarray, side: int = FEATURE_SIDE, batch: int = 512) -> np.ndarray:
+def tile_features(tiles: np.ndarray, side: int = FEATURE_SIDE, batch: int = 512, progress: bool = False) -> np.ndarray:
     """Frozen ImageNet EfficientNet-Lite0 features of RGB tiles ``(B, N, 3, t, t)`` (0-255): ``(B, N, F)``.
 
     Each tile is resized to ``side`` and its pooled features (the last two stages and the head,
@@ -148,6 +148,7 @@ def tile_features(tiles: np.ndarray, side: int = FEATURE_SIDE, batch: int = 512)
 
     from medsight.classification.finetune import build_model
     from medsight.classification.frozen import extract_features
+    from medsight.progress import progress as progress_bar
 
     if tiles.shape[2] != 3:
         raise InputError(f"the ImageNet tile encoder needs RGB images, these have {tiles.shape[2]} channel(s)",
@@ -155,7 +156,7 @@ def tile_features(tiles: np.ndarray, side: int = FEATURE_SIDE, batch: int = 512)
     model = build_model("imagenet", 2)
     flat = tiles.reshape(-1, *tiles.shape[2:])
     out = []
-    for i in range(0, len(flat), batch):
+    for i in progress_bar(range(0, len(flat), batch), requested=progress, desc="tile features", unit="batch"):
         x = F.interpolate(torch.from_numpy(np.ascontiguousarray(flat[i:i + batch], dtype=np.float32)),
                           size=(side, side), mode="bilinear", align_corners=False)
         out.append(extract_features(model, x.clamp_(0, 255).round_().to(torch.uint8).numpy()))
@@ -231,7 +232,7 @@ def run_mil(dataset_dir: str | Path, out_dir: str | Path, positive_class: str, e
     val_idx = np.array([where[c] for c in manifest.splits[0]["val"]])
     if encoder == "imagenet":
         _log(f"MIL: ImageNet features of {tiles.shape[0] * tiles.shape[1]} tiles", quiet)
-        tiles = tile_features(tiles)
+        tiles = tile_features(tiles, progress=not quiet)
         mean = tiles[train_idx].reshape(-1, tiles.shape[2]).mean(0)
         std = tiles[train_idx].reshape(-1, tiles.shape[2]).std(0) + 1e-6  # the training bags' tiles only
         tiles = (tiles - mean) / std
