@@ -145,8 +145,10 @@ def _weighted_map(act: torch.Tensor, grad: torch.Tensor, size: tuple[int, ...]) 
 
 def _planes_cam(model: nn.Module, xb: torch.Tensor, target: int) -> torch.Tensor:
     """The 2.5D network's three plane maps back-projected into the volume (D, H, W)."""
-    encoders = list(model.streams.encoders)
-    layers = [[m for m in e.modules() if isinstance(m, nn.Conv2d)][-1] for e in encoders]
+    from monai.networks.blocks import Convolution
+
+    # each stream's last conv-norm-activation block (activated maps, as ResNet's layer4 is read)
+    layers = [[m for m in e.children() if isinstance(m, Convolution)][-1] for e in model.streams.encoders]
     d, h, w = xb.shape[2:]
     axial, coronal, sagittal = (_weighted_map(a, g, size) for (a, g), size in
                                 zip(_activation_and_gradient(model, xb, target, layers), ((h, w), (d, w), (d, h))))
