@@ -66,7 +66,7 @@ def _voc_subset(shared_data: Path, folder: Path, n_train: int = 10, n_val: int =
 
 
 @pytest.mark.parametrize("encoder", ["imagenet", "scratch"])
-def test_mil_cli_on_bccd_images(shared_data, tmp_path, capsys, encoder):
+def test_mil_cli_on_bccd_images(shared_data, tmp_path, capsys, monkeypatch, encoder):
     ds = tmp_path / "ds"
     api.import_dataset(_voc_subset(shared_data, tmp_path / "voc"), ds, format="voc", progress=False)
     out = tmp_path / "mil"
@@ -79,6 +79,15 @@ def test_mil_cli_on_bccd_images(shared_data, tmp_path, capsys, encoder):
     saved = np.load(out / "instance_scores.npz")
     assert saved["attention"].shape == (6, 15) and np.allclose(saved["attention"].sum(1), 1, atol=1e-5)
     assert "MIL 'Platelets'" in capsys.readouterr().out
+    if encoder == "imagenet":  # the tile features are kept with the dataset and reused: no second extraction
+        import medsight.classification.mil as mil
+
+        assert len(list((ds / "cache" / "mil_features").glob("tiles_*.npy"))) == 1
+        monkeypatch.setattr(mil, "tile_features", lambda *a, **k: pytest.fail("features extracted again"))
+        again = tmp_path / "mil_again"
+        assert main(["mil", str(ds), "--positive-class", "Platelets", "-o", str(again), "--epochs", "1",
+                     "--downsample", "4", "--threads", "1", "--encoder", encoder]) == 0
+        assert np.allclose(np.load(again / "instance_scores.npz")["bag_probability"], saved["bag_probability"])
     assert main(["mil", str(ds), "--positive-class", "Neutrophil", "-o", str(out)]) == 2
     assert "no class 'Neutrophil'" in capsys.readouterr().err
 

@@ -5,8 +5,8 @@ dataset's boxes, e.g. BCCD: "contains platelets"). Each image is downsampled by 
 into ``tile`` x ``tile`` tiles. Every tile is encoded, gated attention pooling (Ilse et al. 2018) makes the
 bag feature, a linear layer the bag logit. The attention weights are the instance scores. Two tile
 encoders (``encoder=``): ``"imagenet"`` (the default), the frozen ImageNet EfficientNet-Lite0's pooled
-features of the tile (resized to ``FEATURE_SIDE``, averaged over its 8 rotations and flips), computed once,
-with a trained projection; ``"scratch"``, a small CNN trained with the pooling. A few hundred bags are too
+features of the tile (resized to ``FEATURE_SIDE``, averaged over its 8 rotations and flips), computed once
+and kept in the dataset's cache, with a trained projection; ``"scratch"``, a small CNN trained with the pooling. A few hundred bags are too
 few to learn a tile encoder from the bag labels alone (BCCD: bag AUC 0.60 from scratch). With
 the boxes at hand, the instance scores (attention times the tile's logit difference) are scored against instance truth: a tile is positive when it holds the centre of
 a box of the positive class. Reported: bag AUC on the validation images; for positive validation bags, the
@@ -163,6 +163,30 @@ def tile_features(tiles: np.ndarray, side: int = FEATURE_SIDE, batch: int = 512,
     return np.concatenate(out).reshape(*tiles.shape[:2], -1).astype(np.float32)
 
 
+def cached_tile_features(dataset_dir: str | Path, tiles: np.ndarray, ids: list[str], downsample: int, tile: int,
+                         progress: bool = False) -> np.ndarray:
+    """:func:`tile_features`, kept in ``DATASET_DIR/cache/mil_features/`` and reused by a later run on the same
+    cases with the same tiling (the extraction is the slow part: minutes for a few hundred images)."""
+    import hashlib
+
+    from medsight.preprocessing.cache import atomic_save_npy
+
+    key = hashlib.sha1(json.dumps([ids, downsample, tile, FEATURE_SIDE, "efficientnet-lite0 imagenet 8 views"])
+                       .encode()).hexdigest()[:12]
+    path = Path(dataset_dir) / "cache" / "mil_features" / f"tiles_{key}.npy"
+    if path.is_file():
+        try:
+            cached = np.load(path)
+        except (OSError, ValueError):
+            cached = None  # unreadable: extracted again and replaced
+        if cached is not None and cached.shape[:2] == tiles.shape[:2]:
+            return cached
+    features = tile_features(tiles, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_npy(path, features)
+    return features
+
+
 def train_mil(tiles: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int = 8, lr: float = 1e-3,
               seed: int = 0) -> AttentionMIL:
     """Train :class:`AttentionMIL` on bags: tiles ``(B, N, C, t, t)`` with flips as augmentation, or feature
@@ -232,7 +256,7 @@ def run_mil(dataset_dir: str | Path, out_dir: str | Path, positive_class: str, e
     val_idx = np.array([where[c] for c in manifest.splits[0]["val"]])
     if encoder == "imagenet":
         _log(f"MIL: ImageNet features of {tiles.shape[0] * tiles.shape[1]} tiles", quiet)
-        tiles = tile_features(tiles, progress=not quiet)
+        tiles = cached_tile_features(dataset_dir, tiles, ids, downsample, tile, progress=not quiet)
         mean = tiles[train_idx].reshape(-1, tiles.shape[2]).mean(0)
         std = tiles[train_idx].reshape(-1, tiles.shape[2]).std(0) + 1e-6  # the training bags' tiles only
         tiles = (tiles - mean) / std

@@ -34,7 +34,8 @@ def cache_dir(dataset_dir: str | Path, plan: dict) -> Path:
     return Path(dataset_dir) / "cache" / preprocessing_hash(plan)
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Save ``array`` to ``path`` via a temp file in the same folder and a rename (never a half-written file)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
     os.close(fd)
     try:
@@ -72,16 +73,16 @@ def _preprocess_one(case: Case, manifest: Manifest, plan: dict, out: Path) -> st
     image = read_case_image(case, manifest)
     label = read_case_label(case, manifest, reference=image)
     array, lab, props = preprocess_image(image, plan, label)
-    _atomic_save_npy(out / f"{case.id}.npy", array.astype(np.float32))
+    atomic_save_npy(out / f"{case.id}.npy", array.astype(np.float32))
     if lab is not None:
-        _atomic_save_npy(out / f"{case.id}_seg.npy", lab.astype(np.int16))
+        atomic_save_npy(out / f"{case.id}_seg.npy", lab.astype(np.int16))
         locs = class_locations(lab, seed=0)
         fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{case.id}_loc.", suffix=".npz")
         os.close(fd)
         np.savez(tmp, **{str(k): v for k, v in locs.items()})
         os.replace(tmp, out / f"{case.id}_locations.npz")
     if manifest.task == "segmentation" and case.eval_mask:
-        _atomic_save_npy(out / f"{case.id}_eval.npy", _network_eval_mask(case.eval_mask, props, plan))
+        atomic_save_npy(out / f"{case.id}_eval.npy", _network_eval_mask(case.eval_mask, props, plan))
     props.update({"signature": sig, "id": case.id, "spacing": list(image.spacing)})
     if manifest.task == "classification":
         props["target"] = case.label
