@@ -33,6 +33,34 @@ def test_tampered_bytes_refused(tmp_path):
         load_checkpoint(path, "abc")
 
 
+@pytest.mark.parametrize("dies_at_rename", [1, 2, 3])
+def test_a_save_killed_between_its_renames_leaves_a_loadable_checkpoint(tmp_path, monkeypatch, dies_at_rename):
+    """A process killed after any of the save's renames (checksum list, checkpoint, checksum) leaves a
+    checkpoint that loads: the old one before the checkpoint's rename, the new one after it."""
+    import medsight.training.checkpoint as checkpoint
+
+    path = save_checkpoint(tmp_path / "c.pt", {"epoch": 1}, plan_hash="abc")
+    real_replace, calls = checkpoint.os.replace, []
+
+    def dying_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == dies_at_rename:
+            raise KeyboardInterrupt  # stands for the kill: nothing after it runs
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"epoch": 2}, plan_hash="abc")
+    monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+    # renames: 1 the checksum list (new + old), 2 the checkpoint, 3 the checksum (new only)
+    assert load_checkpoint(path, "abc")["epoch"] == (1 if dies_at_rename <= 2 else 2)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="checksum"):  # still refused when changed afterwards
+        load_checkpoint(path, "abc")
+
+
 def test_truncated_file_without_checksum_refused(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", _state(), plan_hash="abc")
     (tmp_path / "c.pt.sha256").unlink()

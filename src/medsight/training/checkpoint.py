@@ -27,24 +27,47 @@ def _sha256(path: Path) -> str:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any], plan_hash: str) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file + rename), with its checksum beside it."""
+    """Write ``state`` to ``path`` atomically (temp file + rename), with its checksum beside it.
+
+    The checksum file may list more than one digest while a save is under way: first it gains the new
+    digest beside the current one, then the checkpoint is replaced, then the old digest is dropped. A
+    process killed at any point leaves a checkpoint whose digest is listed, so ``--resume`` works; a file
+    changed or cut short afterwards matches no listed digest and is refused.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sum_path = Path(str(path) + ".sha256")
     payload = {"magic": MAGIC, "plan_hash": plan_hash, **state}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         torch.save(payload, tmp)
         digest = _sha256(Path(tmp))
-        sum_tmp = tmp + ".sha256"
-        Path(sum_tmp).write_text(digest + "\n")
-        os.replace(tmp, path)  # the checkpoint first: a crash in between leaves a mismatching sum, caught on load
-        os.replace(sum_tmp, str(path) + ".sha256")
+        current = _listed_digests(sum_path)[:1]
+        _replace_text(sum_path, "\n".join([digest, *[d for d in current if d != digest]]) + "\n")
+        os.replace(tmp, path)
+        _replace_text(sum_path, digest + "\n")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        Path(tmp + ".sha256").unlink(missing_ok=True)
         raise
     return path
+
+
+def _listed_digests(sum_path: Path) -> list[str]:
+    """The digests a checksum file lists (none when it is missing)."""
+    return sum_path.read_text().split() if sum_path.is_file() else []
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` by a temp file and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: str | Path, plan_hash: str | None = None, map_location: str | torch.device = "cpu") -> dict:
@@ -53,7 +76,7 @@ def load_checkpoint(path: str | Path, plan_hash: str | None = None, map_location
     if not path.is_file():
         raise CheckpointError("checkpoint not found", path=path)
     sum_path = Path(str(path) + ".sha256")
-    if sum_path.is_file() and sum_path.read_text().strip() != _sha256(path):
+    if sum_path.is_file() and _sha256(path) not in _listed_digests(sum_path):
         raise CheckpointError("checkpoint bytes do not match their checksum: the file was changed or cut short",
                               path=path, fix="delete it and train again, or resume from an intact copy")
     try:
