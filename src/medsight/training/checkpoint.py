@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from medsight.datasets.manifest import atomic_write_text
 from medsight.errors import CheckpointError
 
 MAGIC = "medsight-checkpoint-v1"
@@ -44,9 +45,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], plan_hash: str) -> 
         torch.save(payload, tmp)
         digest = _sha256(Path(tmp))
         current = _listed_digests(sum_path)[:1]
-        _replace_text(sum_path, "\n".join([digest, *[d for d in current if d != digest]]) + "\n")
+        atomic_write_text(sum_path, "\n".join([digest, *[d for d in current if d != digest]]) + "\n")
         os.replace(tmp, path)
-        _replace_text(sum_path, digest + "\n")
+        atomic_write_text(sum_path, digest + "\n")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -56,18 +57,6 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], plan_hash: str) -> 
 def _listed_digests(sum_path: Path) -> list[str]:
     """The digests a checksum file lists (none when it is missing)."""
     return sum_path.read_text().split() if sum_path.is_file() else []
-
-
-def _replace_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` by a temp file and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | Path, plan_hash: str | None = None, map_location: str | torch.device = "cpu") -> dict:
