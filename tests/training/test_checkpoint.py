@@ -61,6 +61,27 @@ def test_a_save_killed_between_its_renames_leaves_a_loadable_checkpoint(tmp_path
         load_checkpoint(path, "abc")
 
 
+def test_two_saves_killed_before_the_checkpoint_rename_keep_the_checkpoint_loadable(tmp_path, monkeypatch):
+    import medsight.training.checkpoint as checkpoint
+
+    path = save_checkpoint(tmp_path / "c.pt", {"epoch": 1}, plan_hash="abc")
+    real_replace = checkpoint.os.replace
+    for epoch in (2, 3):  # each killed right after listing its digest: the file on disk stays epoch 1
+        calls = []
+
+        def dying_replace(src, dst, calls=calls):
+            calls.append(dst)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            real_replace(src, dst)
+
+        monkeypatch.setattr(checkpoint.os, "replace", dying_replace)
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(path, {"epoch": epoch}, plan_hash="abc")
+        monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+    assert load_checkpoint(path, "abc")["epoch"] == 1
+
+
 def test_truncated_file_without_checksum_refused(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", _state(), plan_hash="abc")
     (tmp_path / "c.pt.sha256").unlink()

@@ -44,8 +44,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], plan_hash: str) -> 
     try:
         torch.save(payload, tmp)
         digest = _sha256(Path(tmp))
-        current = _listed_digests(sum_path)[:1]
-        atomic_write_text(sum_path, "\n".join([digest, *[d for d in current if d != digest]]) + "\n")
+        listed = _listed_digests(sum_path)  # all of them: a save killed earlier may have left two
+        atomic_write_text(sum_path, "\n".join([digest, *[d for d in listed if d != digest]]) + "\n")
         os.replace(tmp, path)
         atomic_write_text(sum_path, digest + "\n")
     except BaseException:
