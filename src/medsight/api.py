@@ -19,13 +19,9 @@ from medsight.planning.fingerprint import compute_fingerprint, load_fingerprint,
 from medsight.planning.plan import PLAN_NAME, load_plan, make_plan, plan_hash, save_plan, summary_table
 from medsight.preprocessing.cache import CachedCases, cache_dir, preprocess_dataset
 from medsight.tasks import get_task
+from medsight.progress import log as _log
 
 RUN_INFO = "run.json"
-
-
-def _log(msg: str, quiet: bool = False) -> None:
-    if not quiet:
-        print(msg, flush=True)
 
 
 # -- import -------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import torch
 
 from medsight.datasets.manifest import Manifest, atomic_write_text
 from medsight.errors import InputError
+from medsight.progress import log as _log
 
 STRATEGIES = ("frozen", "finetune", "scratch", "selfsup")
 #: a derived row: the mean out-of-fold probability of the strategies that start from pretrained weights
@@ -291,8 +292,3 @@ def _table_text(report: dict) -> str:
         lo, hi = r["auc_ci95"]
         rows.append(f"  {s:<10} {r['auc']:6.3f}  [{lo:.3f}, {hi:.3f}]  {r['mean_fold_auc']:13.3f} {r['seconds']:8.0f}")
     return "\n".join(rows)
-
-
-def _log(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, flush=True)

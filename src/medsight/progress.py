@@ -20,3 +20,9 @@ def progress(iterable=None, requested: bool = True, **kwargs) -> tqdm:
     """A tqdm bar that is shown only where :func:`bars_enabled` says so."""
     kwargs.setdefault("mininterval", 1.0)
     return tqdm(iterable, disable=not bars_enabled(requested), **kwargs)
+
+
+def log(message: str, quiet: bool = False) -> None:
+    """Print one line of a command's progress to stdout (flushed), unless ``quiet``."""
+    if not quiet:
+        print(message, flush=True)

@@ -27,6 +27,7 @@ from medsight.datasets.manifest import Manifest
 from medsight.errors import InputError
 from medsight.nets import AttentionMILPooling
 from medsight.nets.multistream import StreamEncoder
+from medsight.progress import log as _log
 
 
 ENCODERS = ("imagenet", "scratch")
@@ -285,8 +286,3 @@ def run_mil(dataset_dir: str | Path, out_dir: str | Path, positive_class: str, e
               f"top tile holds one in {result['top_tile_hit_rate']} of positive bags "
               f"(chance {result['top_tile_chance_rate']})", flush=True)
     return result
-
-
-def _log(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, flush=True)
