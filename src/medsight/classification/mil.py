@@ -193,12 +193,10 @@ def train_mil(tiles: np.ndarray, labels: np.ndarray, epochs: int, batch_size: in
     """Train :class:`AttentionMIL` on bags: tiles ``(B, N, C, t, t)`` with flips as augmentation, or feature
     vectors ``(B, N, F)`` (standardised inputs expected); AdamW, cosine learning rate."""
     torch.manual_seed(seed)
-    if tiles.ndim == 3:
-        model = AttentionMIL(in_features=tiles.shape[2])
-        return train_in_memory(model, tiles, labels, nn.CrossEntropyLoss(), epochs, batch_size, lr, 1e-2, seed,
-                               name="MIL")
-    return train_in_memory(AttentionMIL(tiles.shape[2]), tiles, labels, nn.CrossEntropyLoss(), epochs, batch_size,
-                           lr, 1e-2, seed, flip_dims=(3, 4), name="MIL")
+    features = tiles.ndim == 3
+    model = AttentionMIL(in_features=tiles.shape[2]) if features else AttentionMIL(tiles.shape[2])
+    return train_in_memory(model, tiles, labels, nn.CrossEntropyLoss(), epochs, batch_size, lr, 1e-2, seed,
+                           flip_dims=() if features else (3, 4), name="MIL")
 
 
 @torch.inference_mode()

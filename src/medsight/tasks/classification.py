@@ -112,17 +112,20 @@ class ClassificationTask(Task):
             PLANES_LADDER, WIDTH_LADDER, planes_seconds_per_sample, seconds_per_sample, widest_that_fits)
 
         nd = manifest.dims
-        stem_stride = 1 if nd == 2 and max(median) <= 32 else 2
         n_train = self._num_train(manifest)
         budget_s = budget_minutes * 60.0 * 0.9 / 1.15  # validation and data loading as the plan counts them
         batch = 64 if nd == 2 else 32
         if nd == 3:
-            ladder = PLANES_LADDER
+            ladder, width_key = PLANES_LADDER, "features"
+            net = {"name": "orthogonal_planes", "in_channels": channels, "num_classes": len(manifest.labels)}
 
             def cost(widths):
                 return planes_seconds_per_sample(channels, median, widths, device, batch=batch)
         else:
-            ladder = WIDTH_LADDER if device.type == "cuda" else WIDTH_LADDER[:-1]
+            ladder, width_key = (WIDTH_LADDER if device.type == "cuda" else WIDTH_LADDER[:-1]), "widths"
+            stem_stride = 1 if max(median) <= 32 else 2
+            net = {"name": "small_resnet", "spatial_dims": nd, "in_channels": channels,
+                   "num_classes": len(manifest.labels), "layers": [2, 2, 2, 2], "stem_stride": stem_stride}
 
             def cost(widths):
                 return seconds_per_sample(nd, channels, median, widths, stem_stride, device, batch=batch)
@@ -131,13 +134,7 @@ class ClassificationTask(Task):
         else:
             index, epochs = 0, TARGET_EPOCHS[nd]
         members = int(min(MAX_MEMBERS, max(1, epochs // TARGET_EPOCHS[nd])))
-        if nd == 3:
-            net = {"name": "orthogonal_planes", "in_channels": channels, "num_classes": len(manifest.labels),
-                   "features": list(ladder[index]), "dropout": 0.2, "members": members}
-        else:
-            net = {"name": "small_resnet", "spatial_dims": nd, "in_channels": channels,
-                   "num_classes": len(manifest.labels), "layers": [2, 2, 2, 2], "widths": list(ladder[index]),
-                   "stem_stride": stem_stride, "dropout": 0.2, "members": members}
+        net.update({width_key: list(ladder[index]), "dropout": 0.2, "members": members})
         aug = dict(AUGMENT_2D) if nd == 2 else dict(AUGMENT_3D)
         if nd == 2 and channels == 3:
             aug.update(brightness=[0.9, 1.1], contrast=[0.9, 1.1])
