@@ -4,7 +4,8 @@
     python benchmarks/medmnist_sets.py                              # BreastMNIST, RetinaMNIST, AdrenalMNIST3D
 
 MedMNIST's own train/val split (the test split is kept back). The published MedMNIST v2 test figures to
-beat are written beside ours. Writes benchmarks/results/medmnist_sets.json. The side-by-side comparison
+beat are written beside ours. Writes benchmarks/results/medmnist_sets.json; a set not run this time keeps its earlier entry there, with
+that run's date and commit in the entry. The side-by-side comparison
 with a MONAI ResNet-18 at the same budget is benchmarks/medmnist.py.
 """
 from __future__ import annotations
@@ -15,11 +16,21 @@ import os
 import tempfile
 from pathlib import Path
 
-from _common import SHARED_DATA, format_table, load_average, write_results
+from _common import RESULTS_DIR, SHARED_DATA, format_table, load_average, write_results
 from _segmentation import medsight
 
 PUBLISHED = {"breastmnist": {"auc": 0.919, "accuracy": 0.863}, "retinamnist": {"auc": 0.750, "accuracy": 0.531},
              "adrenalmnist3d": {"auc": 0.839, "accuracy": 0.802}}
+
+
+def _earlier_entries(running: set[str]) -> dict:
+    """The entries of the committed JSON for the sets not run now, each stamped with its own run."""
+    path = RESULTS_DIR / "medmnist_sets.json"
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    stamp = {"run_date": earlier.get("date"), "run_commit": earlier.get("commit")}
+    return {name: {**stamp, **entry} for name, entry in earlier.get("results", {}).items() if name not in running}
 
 
 def main() -> None:
@@ -27,7 +38,7 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=list(PUBLISHED), choices=list(PUBLISHED))
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    results, rows = {}, []
+    results, rows = _earlier_entries(set(args.sets)), []
     for name in args.sets:
         with tempfile.TemporaryDirectory(prefix=f"medsight_{name}_") as tmp:
             load_before = load_average()
