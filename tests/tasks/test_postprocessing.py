@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from medsight.tasks.postprocessing import apply, decide, largest_component, merge, remove_small_components
+from medsight.tasks.postprocessing import (apply, decide, largest_component, largest_components, merge, pieces,
+                                           remove_small_components)
 
 
 def _lungs(shared_data, n=3) -> list[np.ndarray]:
@@ -33,7 +34,9 @@ def _with_blobs(mask: np.ndarray, seed: int) -> np.ndarray:
 def test_two_lungs_with_stray_blobs_get_small_components_removed(shared_data):
     refs = _lungs(shared_data)
     pairs = [(_with_blobs(r, i), r) for i, r in enumerate(refs)]
-    choice = decide(pairs, [0.25] * len(pairs))  # 0.5 mm pixels
+    # keeping the two largest components restores the lungs too, and wins the tie as the simpler rule
+    assert decide(pairs, [0.25] * len(pairs))["rule"] == "largest_components"
+    choice = decide(pairs, [0.25] * len(pairs), max_pieces=1)  # 0.5 mm pixels; no k-components rule
     # keeping the largest component would drop a lung; removing the blobs restores the reference exactly
     assert choice["rule"] == "min_size"
     assert choice["dice"]["largest_component"] < choice["dice"]["none"]
@@ -43,6 +46,35 @@ def test_two_lungs_with_stray_blobs_get_small_components_removed(shared_data):
         cleaned = remove_small_components(pred, choice["min_size"] / 0.25)
         assert not (cleaned & ~ref).any()  # every blob is gone
         assert (ref & ~cleaned).sum() <= 0.001 * ref.sum()  # the lungs stay (a resized mask's specks may go)
+
+
+def _with_large_blob(mask: np.ndarray) -> np.ndarray:
+    """The mask plus a stray blob in a bottom corner (as a network paints the abdomen), larger than every
+    size fraction tried."""
+    from scipy import ndimage
+
+    out = mask.copy()
+    blob = np.zeros_like(mask)
+    blob[-24:-1, -24:-1] = True
+    assert not (blob & ndimage.binary_dilation(mask, iterations=2)).any()  # clear of the lungs
+    out[blob] = True
+    return out
+
+
+def test_two_lungs_with_a_large_stray_blob_keep_the_two_largest_components(shared_data):
+    refs = [largest_components(r, 2) for r in _lungs(shared_data)]  # two pieces each, specks aside
+    assert [pieces(r) for r in refs] == [2, 2, 2]
+    pairs = [(_with_large_blob(r), r) for r in refs]
+    blob = (pairs[0][0] & ~refs[0]).sum()
+    assert blob > 0.1 * refs[0].sum()  # too large for the size rule
+    choice = decide(pairs, [1.0] * len(pairs))
+    assert choice["rule"] == "largest_components" and choice["components"] == 2
+    assert choice["dice"]["largest_2_components"] == 1.0 > choice["dice"]["none"]
+    assert choice["dice"]["largest_component"] < choice["dice"]["none"]  # one lung would go
+    label = pairs[0][0].astype(np.int16)
+    out = apply(label, {"1": [1]}, {"largest_components": {"1": choice["components"]}}, 1.0,
+                lambda lab, values: np.isin(lab, values))
+    np.testing.assert_array_equal(out > 0, refs[0])
 
 
 def test_one_organ_with_a_blob_keeps_the_largest_component(shared_data):
@@ -76,7 +108,9 @@ def test_apply_uses_physical_sizes_and_merge_keeps_what_all_folds_chose():
     assert apply(label.copy(), {1: [1]}, json.loads(json.dumps({"largest_component": [1]})), 1.0, mask_of).sum() == 16
     merged = merge([{"largest_component": ["a"], "min_component_size": {"b": 5.0, "c": 1.0}},
                     {"largest_component": ["a", "c"], "min_component_size": {"b": 3.0}}])
-    assert merged == {"largest_component": ["a"], "min_component_size": {"b": 3.0}}
+    assert merged == {"largest_components": {"a": 1}, "min_component_size": {"b": 3.0}}
+    # a fold saved before the k-components rule (a list) merges with one that keeps two pieces: the most kept
+    assert merge([{"largest_component": ["a"]}, {"largest_components": {"a": 2}}])["largest_components"] == {"a": 2}
 
 
 @pytest.mark.parametrize("fractions", [(0.5,)])

@@ -86,7 +86,7 @@ def test_region_training_end_to_end_on_brats_crops(tmp_path, shared_data):
     log = [json.loads(line) for line in (run / "fold_0" / "log.jsonl").read_text().splitlines()]
     assert any("val_score" in row for row in log)
     decisions = json.loads((run / "fold_0" / "decisions.json").read_text())
-    assert set(decisions["largest_component"]) <= set(BRATS_REGIONS)
+    assert set(decisions["largest_components"]) <= set(BRATS_REGIONS)
 
     out = api.predict(run, [ds], tmp_path / "out", save_probabilities=True, quiet=True)
     case = sorted(src.iterdir())[0]
@@ -100,7 +100,7 @@ def test_region_training_end_to_end_on_brats_crops(tmp_path, shared_data):
         probs, names = z["probabilities"].astype(np.float32), list(z["regions"])
     assert names == list(BRATS_REGIONS) and probs.shape == (3, *ref.shape)
     assert 0.0 <= probs.min() and probs.max() <= 1.0
-    if not decisions["largest_component"]:
+    if not decisions["largest_components"]:
         # the written regions are the thresholded sigmoids wherever those nest (enhancing in core in whole),
         # away from float16 rounding at the threshold; elsewhere the smaller region wins
         above = probs > 0.5

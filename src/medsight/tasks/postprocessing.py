@@ -1,13 +1,16 @@
 """Segmentation post-processing decided on validation cases, as nnU-Net decides it.
 
-Two candidate rules per trained structure (a label value, or a region):
+Candidate rules per trained structure (a label value, or a region):
 
 - keep only the **largest connected component** (an organ is one piece);
+- keep the **k largest components** when the validation references come in k pieces (two lungs, two
+  kidneys: nnU-Net's single-component rule would delete one of them), k the references' median count of
+  components of at least ``PIECE_FRACTION`` of their structure, up to ``MAX_PIECES``;
 - remove the **components under a size** (stray blobs, specks), the size tried on a grid of fractions of
   the structure's median reference size on the validation cases.
 
 A rule is kept only when it raises the structure's mean validation Dice (by more than ``MIN_GAIN``); the
-largest component wins ties with the size rule since it is the simpler one. Sizes are stored as physical
+component rules win ties with the size rule since they are the simpler ones. Sizes are stored as physical
 volumes (mm^3, mm^2; pixels when the files carry no spacing), so the rule applies in the original
 geometry, whatever the network's resampling.
 
@@ -28,6 +31,10 @@ from scipy import ndimage
 SIZE_FRACTIONS = (0.001, 0.003, 0.01, 0.03, 0.1)
 #: a rule must raise the mean validation Dice by more than this
 MIN_GAIN = 1e-4
+#: a reference component counts as a piece of its structure from this fraction of the structure's size
+PIECE_FRACTION = 0.05
+#: the k-largest-components rule is tried for structures of 2 up to this many pieces
+MAX_PIECES = 4
 
 
 def component_sizes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -38,12 +45,26 @@ def component_sizes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labelled, sizes
 
 
+def largest_components(mask: np.ndarray, k: int = 1) -> np.ndarray:
+    """The ``k`` largest connected components of a binary mask (all of it when it has at most ``k``)."""
+    labelled, sizes = component_sizes(mask)
+    if len(sizes) - 1 <= k:
+        return mask
+    keep = np.zeros(len(sizes), bool)
+    keep[np.argsort(sizes, kind="stable")[::-1][:k]] = True
+    keep[0] = False
+    return keep[labelled]
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest connected component of a binary mask (all of it when it has one or none)."""
-    labelled, sizes = component_sizes(mask)
-    if len(sizes) <= 2:
-        return mask
-    return labelled == int(np.argmax(sizes))
+    return largest_components(mask, 1)
+
+
+def pieces(reference: np.ndarray, fraction: float = PIECE_FRACTION) -> int:
+    """Connected components of ``reference`` holding at least ``fraction`` of its voxels (specks do not count)."""
+    _, sizes = component_sizes(reference)
+    return int((sizes >= fraction * sizes.sum()).sum()) if sizes.sum() else 0
 
 
 def _at_least(labelled: np.ndarray, sizes: np.ndarray, min_size: float) -> np.ndarray:
@@ -65,12 +86,20 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
 
 
 def decide(pairs: Sequence[tuple[np.ndarray, np.ndarray]], voxel_volumes: Sequence[float],
-           fractions: Sequence[float] = SIZE_FRACTIONS) -> dict:
+           fractions: Sequence[float] = SIZE_FRACTIONS, max_pieces: int = MAX_PIECES) -> dict:
     """The rule for one structure from its validation (prediction, reference) masks and each case's voxel
-    volume: ``{"rule": "none" | "largest_component" | "min_size", "min_size": volume or None, "dice": {...}}``."""
+    volume: ``{"rule": "none" | "largest_component" | "largest_components" | "min_size", "components": k kept
+    (None without a component rule), "min_size": volume or None, "dice": {trial: mean Dice}}``."""
     base = float(np.mean([dice(p, r) for p, r in pairs]))
     scores: dict[str, float] = {"none": base,
                                 "largest_component": float(np.mean([dice(largest_component(p), r) for p, r in pairs]))}
+    components = {"largest_component": 1}
+    counts = [pieces(r) for _, r in pairs if r.any()]
+    k = int(np.median(counts)) if counts else 1
+    if 2 <= k <= max_pieces:
+        key = f"largest_{k}_components"
+        scores[key] = float(np.mean([dice(largest_components(p, k), r) for p, r in pairs]))
+        components[key] = k
     ref_sizes = [float(r.sum()) * v for (_, r), v in zip(pairs, voxel_volumes) if r.any()]
     sizes: dict[str, float] = {}
     if ref_sizes:
@@ -83,14 +112,25 @@ def decide(pairs: Sequence[tuple[np.ndarray, np.ndarray]], voxel_volumes: Sequen
                 trial.append(dice(_at_least(lab, counts * v, volume), r))
             key = f"min_size_{f:g}"
             scores[key], sizes[key] = float(np.mean(trial)), volume
-    best_size = max(sizes, key=lambda k: scores[k]) if sizes else None
-    rule, min_size = "none", None
-    if scores["largest_component"] > base + MIN_GAIN and (
-            best_size is None or scores["largest_component"] >= scores[best_size]):
-        rule = "largest_component"
+    best_size = max(sizes, key=lambda t: scores[t]) if sizes else None
+    best_component = max(components, key=lambda t: scores[t])  # the single component first on a tie
+    rule, kept, min_size = "none", None, None
+    if scores[best_component] > base + MIN_GAIN and (
+            best_size is None or scores[best_component] >= scores[best_size]):
+        kept = components[best_component]
+        rule = "largest_component" if kept == 1 else "largest_components"
     elif best_size is not None and scores[best_size] > base + MIN_GAIN:
         rule, min_size = "min_size", sizes[best_size]
-    return {"rule": rule, "min_size": min_size, "dice": {k: round(v, 6) for k, v in scores.items()}}
+    return {"rule": rule, "components": kept, "min_size": min_size,
+            "dice": {t: round(v, 6) for t, v in scores.items()}}
+
+
+def kept_components(decisions: dict) -> dict[str, int]:
+    """``{structure key: components kept}`` of saved decisions (``largest_components``, or the single-
+    component list ``largest_component`` that runs before the k-components rule saved)."""
+    out = {str(k): 1 for k in decisions.get("largest_component", [])}
+    out.update({str(k): int(v) for k, v in decisions.get("largest_components", {}).items()})
+    return out
 
 
 def apply(label: np.ndarray, structures: dict, decisions: dict, voxel_volume: float,
@@ -99,10 +139,10 @@ def apply(label: np.ndarray, structures: dict, decisions: dict, voxel_volume: fl
     component become background."""
     # decisions come back from JSON: structure keys (label values) are strings there
     by_name = {str(k): v for k, v in structures.items()}
-    largest = {str(k) for k in decisions.get("largest_component", [])}
-    for key in sorted(largest & set(by_name)):
+    largest = kept_components(decisions)
+    for key in sorted(set(largest) & set(by_name)):
         m = mask_of(label, by_name[key])
-        label[m & ~largest_component(m)] = 0
+        label[m & ~largest_components(m, largest[key])] = 0
     for key, volume in decisions.get("min_component_size", {}).items():
         if str(key) in by_name and str(key) not in largest:
             m = mask_of(label, by_name[str(key)])
@@ -111,13 +151,14 @@ def apply(label: np.ndarray, structures: dict, decisions: dict, voxel_volume: fl
 
 
 def merge(decisions: Sequence[dict]) -> dict:
-    """One set of rules for an ensemble of folds: a rule holds where every fold chose it; the size is the
-    smallest the folds chose (the most conservative removal)."""
+    """One set of rules for an ensemble of folds: a rule holds where every fold chose it; the components
+    kept are the most any fold kept, the size is the smallest the folds chose (the most conservative)."""
     if not decisions:
         return {}
-    largest = sorted(set.intersection(*[{str(k) for k in d.get("largest_component", [])} for d in decisions]))
+    kept = [kept_components(d) for d in decisions]
+    largest = {k: max(c[k] for c in kept) for k in sorted(set.intersection(*[set(c) for c in kept]))}
     sizes = [d.get("min_component_size", {}) for d in decisions]
     common = set.intersection(*[{str(k) for k in s} for s in sizes])
-    return {"largest_component": largest,
+    return {"largest_components": largest,
             "min_component_size": {k: min(float(v) for s in sizes for kk, v in s.items() if str(kk) == k)
                                    for k in sorted(common)}}

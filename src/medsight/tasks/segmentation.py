@@ -291,12 +291,13 @@ class SegmentationTask(Task):
 
     def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path) -> dict:
         """Decide post-processing on the validation cases, per trained structure (label value, or region
-        name): keep the largest component, or remove components under a size, only where it raises the
-        mean validation Dice (nnU-Net's rule; :mod:`medsight.tasks.postprocessing`)."""
+        name): keep the largest component (the k largest when the references come in k pieces), or remove
+        components under a size, only where it raises the mean validation Dice (nnU-Net's rule, extended;
+        :mod:`medsight.tasks.postprocessing`)."""
         from medsight.tasks.postprocessing import decide
 
         if not len(data) or not plan.get("postprocessing", {}).get("decide_on_validation", True):
-            return {"largest_component": [], "min_component_size": {}}
+            return {"largest_components": {}, "min_component_size": {}}
         preds, refs, voxel_volumes = [], [], []
         for cid in data.ids:
             inside = _inside(data, cid)
@@ -306,16 +307,16 @@ class SegmentationTask(Task):
             props = data.props(cid)
             voxel_volumes.append(float(np.prod([sp * c / n for sp, c, n in zip(
                 props["spacing"], props["cropped_shape"], props["network_shape"])])))
-        largest, sizes, trials = [], {}, {}
+        largest, sizes, trials = {}, {}, {}
         for key, vs in trained_structures(plan).items():
             pairs = [(structure_mask(p, vs), structure_mask(r, vs)) for p, r in zip(preds, refs)]
             choice = decide(pairs, voxel_volumes)
             trials[key] = choice["dice"]
-            if choice["rule"] == "largest_component":
-                largest.append(key)
+            if choice["components"]:
+                largest[key] = choice["components"]
             elif choice["rule"] == "min_size":
                 sizes[key] = choice["min_size"]
-        return {"largest_component": largest, "min_component_size": sizes, "postprocessing_dice": trials}
+        return {"largest_components": largest, "min_component_size": sizes, "postprocessing_dice": trials}
 
     # -- inference --------------------------------------------------------------------------------
     def predict_case(self, models: list[nn.Module], array: np.ndarray, plan: dict, device: torch.device) -> np.ndarray:
