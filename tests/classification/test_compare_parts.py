@@ -103,3 +103,28 @@ def test_summary_paired_tests_and_recommendation():
     assert recommend(summaries, tests, {"good": 10.0, "fair": 100.0})["strategy"] == "good"
     significant = [{**tests[0], "p_value": 0.001}]
     assert recommend(summaries, significant, {"good": 100.0, "fair": 10.0})["strategy"] == "good"
+
+
+def test_frozen_texture_features_add_deviations_and_the_stride8_stage(shared_data):
+    """Two real ISIC images: the texture features hold each channel's mean (equal to the plain features') and
+    its standard deviation over the image, from the stride-8 stage on."""
+    from PIL import Image as PILImage
+
+    from medsight.classification.finetune import build_model
+    from medsight.classification.frozen import extract_features
+
+    files = sorted((shared_data / "isic_uda1").glob("*.jpg"))[:2]
+    images = np.stack([np.moveaxis(np.asarray(PILImage.open(f).convert("RGB").resize((64, 64))), -1, 0)
+                       for f in files])
+    model = build_model("imagenet", 2)
+    plain = extract_features(model, images, orientation_free=False)
+    texture = extract_features(model, images, orientation_free=False, texture=True)
+    widths = (40, 112, 320, 1280)
+    assert plain.shape == (2, sum(widths[1:])) and texture.shape == (2, 2 * sum(widths))
+    start, means, deviations = 0, [], []
+    for w in widths:
+        means.append(texture[:, start:start + w])
+        deviations.append(texture[:, start + w:start + 2 * w])
+        start += 2 * w
+    np.testing.assert_allclose(np.concatenate(means[1:], 1), plain, rtol=1e-4, atol=1e-5)
+    assert all((d >= 0).all() for d in deviations) and all(d.max() > 0 for d in deviations)
