@@ -4,8 +4,8 @@
     python benchmarks/medmnist_sets.py                              # BreastMNIST, RetinaMNIST, AdrenalMNIST3D
 
 MedMNIST's own train/val split (the test split is kept back). The published MedMNIST v2 test figures to
-beat are written beside ours. Writes benchmarks/results/medmnist_sets.json; a set not run this time keeps its earlier entry there, with
-that run's date and commit in the entry. The side-by-side comparison
+beat are written beside ours. Writes benchmarks/results/medmnist_sets.json; a set not run this time keeps
+its earlier entry there, with that run's date and commit in the entry. The side-by-side comparison
 with a MONAI ResNet-18 at the same budget is benchmarks/medmnist.py.
 """
 from __future__ import annotations

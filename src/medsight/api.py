@@ -253,8 +253,8 @@ def _merge_decisions(decisions: list[dict]) -> dict:
     from medsight.tasks.postprocessing import merge
 
     merged: dict = {k: v for k, v in (decisions[0] if decisions else {}).items()
-                    if k not in ("threshold", "largest_component", "largest_components", "min_component_size", "validation_cases",
-                                 "train_seconds")}
+                    if k not in ("threshold", "largest_component", "largest_components", "min_component_size",
+                                 "validation_cases", "train_seconds")}
     th = [d["threshold"] for d in decisions if "threshold" in d]
     if th:
         merged["threshold"] = float(np.mean(th))

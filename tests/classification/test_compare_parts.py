@@ -128,3 +128,6 @@ def test_frozen_texture_features_add_deviations_and_the_stride8_stage(shared_dat
         start += 2 * w
     np.testing.assert_allclose(np.concatenate(means[1:], 1), plain, rtol=1e-4, atol=1e-5)
     assert all((d >= 0).all() for d in deviations) and all(d.max() > 0 for d in deviations)
+    # 32 px: the last stage and the head are 1 x 1 maps, whose deviation is 0 (not NaN)
+    small = extract_features(model, images[:, :, :32, :32], orientation_free=False, texture=True)
+    assert np.isfinite(small).all() and (small[:, -1280:] == 0).all()
