@@ -130,6 +130,18 @@ def write_results(name: str, payload: dict[str, Any], results_dir: Path | None =
     return path
 
 
+def earlier_entries(name: str, key: str, running: set[str], results_dir: Path | None = None) -> dict:
+    """The entries under ``key`` of the committed ``NAME.json`` that are not being run now, each stamped
+    with the date and commit of the run that made it (a benchmark re-running only some of its parts keeps
+    the others' figures without passing them off as new)."""
+    path = (Path(results_dir) if results_dir is not None else RESULTS_DIR) / f"{name}.json"
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    stamp = {"run_date": earlier.get("date"), "run_commit": earlier.get("commit")}
+    return {k: {**stamp, **entry} for k, entry in earlier.get(key, {}).items() if k not in running}
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()

@@ -17,7 +17,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS_DIR, SHARED_DATA, format_table, library_versions, load_average, write_results  # noqa: E402
+from _common import (SHARED_DATA, earlier_entries, format_table, library_versions, load_average,  # noqa: E402
+                     write_results)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -58,7 +59,8 @@ def main() -> None:
         ds = work / "isic"
         if not (ds / "manifest.json").is_file():
             medsight("import", str(SHARED_DATA / "isic_uda1"), str(ds), "--format", "folder-json", threads=args.threads)
-        runs = _earlier_runs({f"{f:g}" for f in args.label_fractions}, args.out)
+        runs = earlier_entries("isic_compare", "runs", {f"{f:g}" for f in args.label_fractions},
+                               Path(args.out) if args.out else None)
         for fraction in args.label_fractions:
             out = work / f"compare_{fraction:g}"
             cmd = ["compare", str(ds), "-o", str(out), "--threads", str(args.threads), "--label-fraction", str(fraction),
@@ -88,16 +90,6 @@ def main() -> None:
                          "yes" if report["recommendation"]["strategy"] == name else ""])
     print(format_table(["labels", "strategy", "AUC", "95% CI", "mean fold AUC", "seconds", "recommended"], rows))
     print(f"written {path}")
-
-
-def _earlier_runs(running: set[str], out: str | None) -> dict:
-    """The runs of the committed JSON for the label fractions not run now, each stamped with its own run."""
-    path = (Path(out) if out else RESULTS_DIR) / "isic_compare.json"
-    if not path.is_file():
-        return {}
-    earlier = json.loads(path.read_text())
-    stamp = {"run_date": earlier.get("date"), "run_commit": earlier.get("commit")}
-    return {k: {**stamp, **run} for k, run in earlier.get("runs", {}).items() if k not in running}
 
 
 def _write(runs: dict, args: argparse.Namespace, uptime: str) -> Path:

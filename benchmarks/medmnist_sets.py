@@ -16,21 +16,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from _common import RESULTS_DIR, SHARED_DATA, format_table, load_average, write_results
+from _common import SHARED_DATA, earlier_entries, format_table, load_average, write_results
 from _segmentation import medsight
 
 PUBLISHED = {"breastmnist": {"auc": 0.919, "accuracy": 0.863}, "retinamnist": {"auc": 0.750, "accuracy": 0.531},
              "adrenalmnist3d": {"auc": 0.839, "accuracy": 0.802}}
-
-
-def _earlier_entries(running: set[str]) -> dict:
-    """The entries of the committed JSON for the sets not run now, each stamped with its own run."""
-    path = RESULTS_DIR / "medmnist_sets.json"
-    if not path.is_file():
-        return {}
-    earlier = json.loads(path.read_text())
-    stamp = {"run_date": earlier.get("date"), "run_commit": earlier.get("commit")}
-    return {name: {**stamp, **entry} for name, entry in earlier.get("results", {}).items() if name not in running}
 
 
 def main() -> None:
@@ -38,7 +28,7 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=list(PUBLISHED), choices=list(PUBLISHED))
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    results, rows = _earlier_entries(set(args.sets)), []
+    results, rows = earlier_entries("medmnist_sets", "results", set(args.sets)), []
     for name in args.sets:
         with tempfile.TemporaryDirectory(prefix=f"medsight_{name}_") as tmp:
             load_before = load_average()
