@@ -37,7 +37,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], plan_hash: str) -> 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sum_path = Path(str(path) + ".sha256")
+    sum_path = _sum_path(path)
     payload = {"magic": MAGIC, "plan_hash": plan_hash, **state}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -54,6 +54,11 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], plan_hash: str) -> 
     return path
 
 
+def _sum_path(path: Path) -> Path:
+    """The checksum file beside a checkpoint."""
+    return Path(str(path) + ".sha256")
+
+
 def _listed_digests(sum_path: Path) -> list[str]:
     """The digests a checksum file lists (none when it is missing)."""
     return sum_path.read_text().split() if sum_path.is_file() else []
@@ -64,7 +69,7 @@ def load_checkpoint(path: str | Path, plan_hash: str | None = None, map_location
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("checkpoint not found", path=path)
-    sum_path = Path(str(path) + ".sha256")
+    sum_path = _sum_path(path)
     if sum_path.is_file() and _sha256(path) not in _listed_digests(sum_path):
         raise CheckpointError("checkpoint bytes do not match their checksum: the file was changed or cut short",
                               path=path, fix="delete it and train again, or resume from an intact copy")
