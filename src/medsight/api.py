@@ -117,7 +117,7 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
 
     Returns the run folder (default ``DATASET_DIR/run``) holding ``plan.json``, ``run.json`` and ``fold_K/``.
     """
-    from medsight.training.distributed import init_distributed
+    from medsight.training.distributed import barrier, finish_distributed, init_distributed
     from medsight.training.loop import train_fold
 
     dataset_dir = Path(dataset_dir).resolve()
@@ -126,47 +126,50 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
     dev = resolve_device(device)
     set_threads(threads)
     ctx = init_distributed(dev)
-    quiet = quiet or not ctx.is_main
-    folds = list(range(len(manifest.splits))) if fold == "every" else [fold]
-    from medsight.training.distributed import barrier
-
-    if resume and (run_dir / PLAN_NAME).is_file():
-        p = load_plan(run_dir)
-    else:
-        if ctx.is_main:  # one process plans and preprocesses; the others wait, then read its plan
-            ensure_plan(dataset_dir, budget_minutes, device, quiet=quiet)
-        barrier(ctx)
-        p = load_plan(dataset_dir)
-        if epochs is not None:
-            p = {**p, "epochs": int(epochs)}
-    if ctx.is_main:
-        preprocess_dataset(dataset_dir, manifest, p, progress=not quiet)
-    barrier(ctx)
-    task = get_task(p["task"])
-    cache = cache_dir(dataset_dir, p)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_plan(p, run_dir)
-        info = {"dataset_dir": str(dataset_dir), "task": p["task"], "plan_hash": plan_hash(p),
-                "manifest": {k: v for k, v in manifest.to_json().items() if k not in ("cases", "splits")}}
-        atomic_write_text(run_dir / RUN_INFO, json.dumps(info, indent=1))
-    for k in folds:
-        train_cases, val_cases = manifest.fold_cases(k)
-        fold_dir = _fold_dir(run_dir, k)
-        t0 = time.perf_counter()
-        train_data = CachedCases(cache, [c.id for c in train_cases])
-        val_data = CachedCases(cache, [c.id for c in val_cases]) if val_cases else None
-        final = train_fold(task, p, train_data, val_data, fold_dir, dev, resume=resume, ctx=ctx, progress=not quiet)
+    finished = False
+    try:
+        quiet = quiet or not ctx.is_main
+        folds = list(range(len(manifest.splits))) if fold == "every" else [fold]
+        if resume and (run_dir / PLAN_NAME).is_file():
+            p = load_plan(run_dir)
+        else:
+            if ctx.is_main:  # one process plans and preprocesses; the others wait, then read its plan
+                ensure_plan(dataset_dir, budget_minutes, device, quiet=quiet)
+            barrier(ctx)
+            p = load_plan(dataset_dir)
+            if epochs is not None:
+                p = {**p, "epochs": int(epochs)}
         if ctx.is_main:
-            from medsight.training.checkpoint import load_checkpoint
+            preprocess_dataset(dataset_dir, manifest, p, progress=not quiet)
+        barrier(ctx)
+        task = get_task(p["task"])
+        cache = cache_dir(dataset_dir, p)
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_plan(p, run_dir)
+            info = {"dataset_dir": str(dataset_dir), "task": p["task"], "plan_hash": plan_hash(p),
+                    "manifest": {k: v for k, v in manifest.to_json().items() if k not in ("cases", "splits")}}
+            atomic_write_text(run_dir / RUN_INFO, json.dumps(info, indent=1))
+        for k in folds:
+            train_cases, val_cases = manifest.fold_cases(k)
+            fold_dir = _fold_dir(run_dir, k)
+            t0 = time.perf_counter()
+            train_data = CachedCases(cache, [c.id for c in train_cases])
+            val_data = CachedCases(cache, [c.id for c in val_cases]) if val_cases else None
+            final = train_fold(task, p, train_data, val_data, fold_dir, dev, resume=resume, ctx=ctx, progress=not quiet)
+            if ctx.is_main:
+                from medsight.training.checkpoint import load_checkpoint
 
-            model = task.build_network(p).to(dev)
-            model.load_state_dict(load_checkpoint(final, plan_hash(p))["model"])
-            decisions = task.finalize(model, val_data, p, dev, fold_dir) if val_data is not None else {}
-            decisions["train_seconds"] = round(time.perf_counter() - t0, 1)
-            decisions["validation_cases"] = [c.id for c in val_cases]
-            atomic_write_text(fold_dir / "decisions.json", json.dumps(decisions, indent=1))
-            _log(f"fold {k}: trained {p['epochs']} epochs in {decisions['train_seconds']} s -> {final}", quiet)
+                model = task.build_network(p).to(dev)
+                model.load_state_dict(load_checkpoint(final, plan_hash(p))["model"])
+                decisions = task.finalize(model, val_data, p, dev, fold_dir) if val_data is not None else {}
+                decisions["train_seconds"] = round(time.perf_counter() - t0, 1)
+                decisions["validation_cases"] = [c.id for c in val_cases]
+                atomic_write_text(fold_dir / "decisions.json", json.dumps(decisions, indent=1))
+                _log(f"fold {k}: trained {p['epochs']} epochs in {decisions['train_seconds']} s -> {final}", quiet)
+        finished = True
+    finally:  # every process leaves the group, after the others when all went well
+        finish_distributed(ctx, wait=finished)
     return run_dir
 
 

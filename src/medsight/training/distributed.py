@@ -60,6 +60,19 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
+def finish_distributed(ctx: DistContext, wait: bool = True) -> None:
+    """Leave the process group: wait for every process (``wait``), then destroy the group.
+
+    A process that exits with the group still open can abort in gloo's thread teardown
+    ("terminate called without an active exception"), and torchrun then kills its peers.
+    """
+    if ctx.world <= 1 or not dist.is_initialized():
+        return
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
