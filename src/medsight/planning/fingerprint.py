@@ -1,4 +1,5 @@
-"""The dataset fingerprint: sizes, spacings, intensities, class frequencies and object sizes.
+"""The dataset fingerprint: sizes, spacings, intensities, class frequencies, object sizes and where the
+foreground sits (``foreground_layout``, see ``layout.py``).
 
 Written to ``DATASET_DIR/fingerprint.json``; the planning rules read only this and the manifest.
 """
@@ -14,6 +15,7 @@ import numpy as np
 from medsight.datasets.loading import case_signature, read_case_image, read_case_label
 from medsight.datasets.manifest import Case, Manifest, atomic_write_text
 from medsight.parallel import parallel_map
+from medsight.planning.layout import coarse_layout, layout_summary
 
 FINGERPRINT_NAME = "fingerprint.json"
 SAMPLES_PER_CASE = 10000
@@ -30,6 +32,9 @@ def _case_facts(case: Case, manifest: Manifest) -> dict:
         values, counts = np.unique(lbl.array, return_counts=True)
         facts["label_counts"] = {str(int(v)): int(c) for v, c in zip(values, counts)}
         fg = lbl.array[0] > 0
+        if manifest.task == "segmentation":
+            present = sorted(int(v) for v in manifest.labels if int(v) > 0)
+            facts["layout"] = coarse_layout(lbl.array[0], present)
         region = fg if fg.any() else np.ones(fg.shape, bool)
     else:
         region = np.ones(img.spatial_shape, bool)
@@ -80,6 +85,9 @@ def compute_fingerprint(manifest: Manifest, workers: int | None = None, progress
         all_vox = sum(totals.values())
         fp["class_voxel_fraction"] = {v: totals[v] / all_vox for v in sorted(totals, key=int)}
         fp["class_cases_present"] = {v: present[v] for v in sorted(present, key=int)}
+        layout = layout_summary([f["layout"] for f in facts if "layout" in f])
+        if layout is not None:
+            fp["foreground_layout"] = layout
     elif manifest.task == "classification":
         y = [c.label for c in manifest.cases if c.label is not None]
         vals, counts = np.unique(np.asarray(y), return_counts=True)

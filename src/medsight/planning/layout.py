@@ -1,0 +1,74 @@
+"""Where the foreground sits: does every image show its structure in the same place, and is it mirror-symmetric?
+
+An organ in a canonical view (lungs on a chest X-ray, a brain in an MR volume) sits in the same place in
+every image; vessels, cells, membranes and tumours do not. The fingerprint reduces each case's label map to
+a coarse grid of label fractions (:func:`coarse_layout`); :func:`layout_summary` then asks two questions
+that the augmentation rules answer from (``tasks/segmentation.py``):
+
+- **consistency**: the mean over cases of the Dice between a case's coarse foreground and the mean of the
+  other cases' (both at 0.5). Shenzhen lungs 0.75; DRIVE vessels 0.01, ISBI membranes 0.06, BraTS tumours
+  0.00. A consistent layout is anatomy the network can learn: an image upside down or rotated by 90
+  degrees never comes, and training on such views spends its few steps on a harder problem.
+- **flip overlap** per axis: for each label, the overlap (sum of minima over sum of maxima) of its mean map
+  with its own mirror image, the smallest over labels. Two lungs mirrored left-right overlap by 0.71,
+  up-down by 0.44; a "left kidney" label mirrored left-right lands on the right kidney and overlaps ~0.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: cells per axis of the coarse layout grid
+LAYOUT_GRID = 16
+
+
+def _bin_mean(a: np.ndarray, axis: int, cells: int) -> np.ndarray:
+    """Mean of ``a`` over ``cells`` near-equal bins along ``axis`` (repeats values when the axis is shorter)."""
+    n = a.shape[axis]
+    if n < cells:
+        return np.repeat(a, np.diff(np.linspace(0, cells, n + 1).round().astype(int)), axis=axis)
+    edges = np.linspace(0, n, cells + 1).round().astype(int)
+    sums = np.add.reduceat(a, edges[:-1], axis=axis)
+    shape = [1] * a.ndim
+    shape[axis] = cells
+    return sums / np.diff(edges).reshape(shape)
+
+
+def coarse_layout(label: np.ndarray, values: list[int], grid: int = LAYOUT_GRID) -> np.ndarray:
+    """``(len(values), grid, ..)`` fractions of each label value over a ``grid``-per-axis grid of the image."""
+    maps = []
+    for v in values:
+        m = (label == v).astype(np.float32)
+        for ax in range(m.ndim):
+            m = _bin_mean(m, ax, grid)
+        maps.append(m)
+    return np.stack(maps).astype(np.float32)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float | None:
+    total = int(a.sum() + b.sum())
+    return None if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / total
+
+
+def layout_summary(layouts: list[np.ndarray]) -> dict | None:
+    """``consistency`` and per-axis ``flip_overlap`` of the cases' coarse layouts (see the module); None for < 2."""
+    if len(layouts) < 2:
+        return None
+    stack = np.stack(layouts)  # (cases, labels, *grid)
+    foreground = stack.sum(1)
+    scores = []
+    for i in range(len(stack)):
+        others = np.delete(foreground, i, 0).mean(0)
+        d = _dice(foreground[i] >= 0.5, others >= 0.5)
+        if d is not None:
+            scores.append(d)
+    mean_maps = stack.mean(0)
+    flips = []
+    for ax in range(mean_maps.ndim - 1):
+        overlaps = []
+        for m in mean_maps:
+            denom = float(np.maximum(m, np.flip(m, ax)).sum())
+            if denom > 0:
+                overlaps.append(float(np.minimum(m, np.flip(m, ax)).sum()) / denom)
+        flips.append(round(min(overlaps), 4) if overlaps else 1.0)
+    return {"grid": int(stack.shape[2]), "consistency": round(float(np.mean(scores)), 4) if scores else 0.0,
+            "flip_overlap": flips}

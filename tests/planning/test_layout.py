@@ -1,0 +1,89 @@
+"""Where the foreground sits: coarse layouts, their consistency across cases, mirror symmetry, and the
+augmentation rule that reads them (real Shenzhen lung and DRIVE vessel masks)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from medsight.planning.layout import coarse_layout, layout_summary
+from medsight.tasks.segmentation import CANONICAL_ROTATION_2D, augmentation_rule
+
+
+def _masks(folder, n: int, invert: bool = False) -> list[np.ndarray]:
+    files = sorted(folder.iterdir())[:n]
+    masks = [np.asarray(PILImage.open(f).convert("L")) > 127 for f in files]
+    return [(~m if invert else m).astype(np.int16) for m in masks]
+
+
+def test_coarse_layout_is_the_label_fraction_of_each_cell():
+    label = np.zeros((64, 48), np.int16)
+    label[:32, :24] = 1  # the top-left quarter
+    label[0, 47] = 2  # one pixel of another label
+    grid = coarse_layout(label, [1, 2], grid=16)
+    assert grid.shape == (2, 16, 16)
+    assert grid[0, :8, :8].min() == 1.0 and grid[0, 8:].max() == 0.0 and grid[0, :, 8:].max() == 0.0
+    assert grid[1, 0, 15] == pytest.approx(1 / 12)  # a 4 x 3 cell holds one pixel
+    assert grid[0].mean() == pytest.approx(0.25)
+
+
+def test_coarse_layout_of_an_axis_shorter_than_the_grid_repeats_it():
+    label = np.zeros((4, 5, 40), np.int16)
+    label[:2] = 1
+    grid = coarse_layout(label, [1], grid=8)
+    assert grid.shape == (1, 8, 8, 8)
+    assert grid[0, :4].min() == 1.0 and grid[0, 4:].max() == 0.0
+
+
+def test_lungs_are_consistent_and_mirror_left_right_not_up_down(shared_data):
+    lungs = _masks(shared_data / "shenzhen_cxr" / "inputs" / "train_masks", 6)
+    summary = layout_summary([coarse_layout(m, [1]) for m in lungs])
+    assert summary["consistency"] > 0.6
+    up_down, left_right = summary["flip_overlap"]
+    assert left_right > 0.6 > up_down
+
+
+def test_vessels_are_not_consistent(shared_data):
+    vessels = _masks(shared_data / "drive" / "training" / "1st_manual", 6)
+    assert layout_summary([coarse_layout(m, [1]) for m in vessels])["consistency"] < 0.2
+
+
+def test_a_one_sided_label_is_not_mirror_symmetric(shared_data):
+    """Left and right lung as two labels: the union mirrors onto itself, each label onto the other."""
+    cases = []
+    for m in _masks(shared_data / "shenzhen_cxr" / "inputs" / "train_masks", 4):
+        sided = m.copy()
+        sided[:, m.shape[1] // 2:] *= 2
+        cases.append(sided)
+    both = layout_summary([coarse_layout((c > 0).astype(np.int16), [1]) for c in cases])
+    sided = layout_summary([coarse_layout(c, [1, 2]) for c in cases])
+    assert sided["consistency"] == pytest.approx(both["consistency"])
+    assert both["flip_overlap"][1] > 0.6 and sided["flip_overlap"][1] < 0.1
+
+
+def test_one_case_has_no_summary():
+    assert layout_summary([np.zeros((1, 16, 16), np.float32)]) is None
+
+
+def test_augmentation_rule_keeps_nnunet_defaults_unless_the_layout_is_consistent():
+    default = augmentation_rule(2, None)
+    assert default["rotation"] == [-3.1416, 3.1416] and default["mirror_axes"] == [0, 1]
+    assert augmentation_rule(2, {"consistency": 0.05, "flip_overlap": [0.5, 0.5]}) == default
+    lungs = augmentation_rule(2, {"consistency": 0.75, "flip_overlap": [0.44, 0.71]})
+    assert lungs["rotation"] == [-CANONICAL_ROTATION_2D, CANONICAL_ROTATION_2D] and lungs["mirror_axes"] == [1]
+    assert augmentation_rule(2, {"consistency": 0.75, "flip_overlap": [0.3, 0.4]})["mirror_axes"] == []
+    brain = augmentation_rule(3, {"consistency": 0.87, "flip_overlap": [0.93, 0.55, 0.64]})
+    assert brain["mirror_axes"] == [0] and brain["rotation"] == augmentation_rule(3, None)["rotation"]
+
+
+def test_shenzhen_plan_mirrors_left_right_at_training_and_inference(shared_data, tmp_path):
+    from medsight.datasets.importers import import_dataset
+    from medsight.planning.fingerprint import compute_fingerprint
+    from medsight.tasks import get_task
+
+    manifest = import_dataset(shared_data / "shenzhen_cxr", tmp_path / "ds", progress=False)
+    fp = compute_fingerprint(manifest, workers=1, progress=False)
+    assert fp["foreground_layout"]["consistency"] > 0.6
+    rules = get_task("segmentation").plan_rules(manifest, fp, torch.device("cpu"), measure=False)
+    assert rules["augmentation"]["mirror_axes"] == [1] and rules["inference"]["mirror_axes"] == [1]
