@@ -74,7 +74,7 @@ def test_augmentation_rule_keeps_nnunet_defaults_unless_the_layout_is_consistent
     assert lungs["rotation"] == [-CANONICAL_ROTATION_2D, CANONICAL_ROTATION_2D] and lungs["mirror_axes"] == [1]
     assert augmentation_rule(2, {"consistency": 0.75, "flip_overlap": [0.3, 0.4]})["mirror_axes"] == []
     brain = augmentation_rule(3, {"consistency": 0.87, "flip_overlap": [0.93, 0.55, 0.64]})
-    assert brain["mirror_axes"] == [0] and brain["rotation"] == augmentation_rule(3, None)["rotation"]
+    assert brain == augmentation_rule(3, None) and brain["mirror_axes"] == [0, 1, 2]  # 3D keeps nnU-Net's
 
 
 def test_shenzhen_plan_mirrors_left_right_at_training_and_inference(shared_data, tmp_path):
