@@ -24,7 +24,7 @@ def test_coarse_layout_is_the_label_fraction_of_each_cell():
     grid = coarse_layout(label, [1, 2], grid=16)
     assert grid.shape == (2, 16, 16)
     assert grid[0, :8, :8].min() == 1.0 and grid[0, 8:].max() == 0.0 and grid[0, :, 8:].max() == 0.0
-    assert grid[1, 0, 15] == pytest.approx(1 / 12)  # a 4 x 3 cell holds one pixel
+    assert grid[1, 0, 15] == pytest.approx(1 / 12, abs=1e-3)  # a 4 x 3 cell holds one pixel (float16)
     assert grid[0].mean() == pytest.approx(0.25)
 
 
@@ -33,18 +33,19 @@ def test_coarse_layout_counts_every_label_in_one_pass_as_cell_means():
     rng = np.random.default_rng(0)
     label = rng.integers(0, 6, size=(30, 23, 17)).astype(np.int16)
     grid = coarse_layout(label, [2, 5, 3], grid=4)
+    assert coarse_layout(label, [2]).shape == (1, 8, 8, 8)  # 3D's default grid is coarser than 2D's 16
     edges = [np.linspace(0, n, 5).round().astype(int) for n in label.shape]
     for li, v in enumerate([2, 5, 3]):
         for i in range(4):
             for j in range(4):
                 for k in range(4):
                     cell = label[edges[0][i]:edges[0][i + 1], edges[1][j]:edges[1][j + 1], edges[2][k]:edges[2][k + 1]]
-                    assert grid[li, i, j, k] == pytest.approx(np.mean(cell == v), abs=1e-6)
+                    assert grid[li, i, j, k] == pytest.approx(np.mean(cell == v), abs=1e-3)
 
 
 def test_coarse_layout_of_a_real_mask_is_its_block_means(shared_data):
     lung = _masks(shared_data / "shenzhen_cxr" / "inputs" / "train_masks", 1)[0]  # 512 x 512
-    np.testing.assert_allclose(coarse_layout(lung, [1])[0], lung.reshape(16, 32, 16, 32).mean((1, 3)), atol=1e-6)
+    np.testing.assert_allclose(coarse_layout(lung, [1])[0], lung.reshape(16, 32, 16, 32).mean((1, 3)), atol=1e-3)
 
 
 def test_coarse_layout_of_an_axis_shorter_than_the_grid_repeats_it():

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-#: cells per axis of the coarse layout grid
-LAYOUT_GRID = 16
+#: cells per axis of the coarse layout grid, by dims (coarser in 3D: a case's maps, one per label, are
+#: held until every case is read, and 104 labels x 16^3 float32 cells would be 1.7 MB a case)
+LAYOUT_GRID = {2: 16, 3: 8}
 
 
 def _edges(n: int, cells: int) -> np.ndarray:
@@ -37,15 +38,17 @@ def _bin_mean(a: np.ndarray, axis: int, cells: int) -> np.ndarray:
     return sums / np.diff(edges).reshape(shape)
 
 
-def coarse_layout(label: np.ndarray, values: list[int], grid: int = LAYOUT_GRID) -> np.ndarray:
-    """``(len(values), grid, ..)`` fractions of each label value over a ``grid``-per-axis grid of the image.
+def coarse_layout(label: np.ndarray, values: list[int], grid: int | None = None) -> np.ndarray:
+    """``(len(values), grid, ..)`` fractions (float16) of each label value over a ``grid``-per-axis grid of
+    the image (default :data:`LAYOUT_GRID` for its dims).
 
     One pass over the volume whatever the number of labels: each slab of the first axis is counted by
     ``np.bincount`` over (label, cell) pairs (a 104-label CT costs what a 1-label one does).
     """
+    grid = int(grid or LAYOUT_GRID.get(label.ndim, 8))
     values = [int(v) for v in values]
     if not values:
-        return np.zeros((0,) + (grid,) * label.ndim, np.float32)
+        return np.zeros((0,) + (grid,) * label.ndim, np.float16)
     if min(label.shape) < grid:  # tiny images: label by label, repeating short axes
         maps = []
         for v in values:
@@ -53,7 +56,7 @@ def coarse_layout(label: np.ndarray, values: list[int], grid: int = LAYOUT_GRID)
             for ax in range(m.ndim):
                 m = _bin_mean(m, ax, grid)
             maps.append(m)
-        return np.stack(maps).astype(np.float32)
+        return np.stack(maps).astype(np.float16)
     top = max(int(label.max(initial=0)), max(values)) + 1
     lut = np.full(top + 1, len(values), np.int64)  # values not asked for (background, < 0) count in a spare row
     lut[values] = np.arange(len(values))
@@ -74,7 +77,7 @@ def coarse_layout(label: np.ndarray, values: list[int], grid: int = LAYOUT_GRID)
         idx = lut[np.clip(slab, -1, top)] * per_slab + cell  # -1: lut's last entry, the spare row
         counts = np.bincount(idx.ravel(), minlength=(len(values) + 1) * per_slab).reshape(len(values) + 1, per_slab)
         out[:, k] = counts[:len(values)] / (cell_voxels * len(slab))
-    return out.reshape((len(values),) + (grid,) * label.ndim)
+    return out.reshape((len(values),) + (grid,) * label.ndim).astype(np.float16)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -86,7 +89,7 @@ def layout_summary(layouts: list[np.ndarray]) -> dict | None:
     """``consistency`` and per-axis ``flip_overlap`` of the cases' coarse layouts (see the module); None for < 2."""
     if len(layouts) < 2:
         return None
-    stack = np.stack(layouts)  # (cases, labels, *grid)
+    stack = np.stack(layouts).astype(np.float32)  # (cases, labels, *grid)
     foreground = stack.sum(1)
     scores = []
     for i in range(len(stack)):
