@@ -11,10 +11,9 @@ from medsight.planning.layout import coarse_layout, layout_summary
 from medsight.tasks.segmentation import CANONICAL_ROTATION_2D, augmentation_rule
 
 
-def _masks(folder, n: int, invert: bool = False) -> list[np.ndarray]:
+def _masks(folder, n: int) -> list[np.ndarray]:
     files = sorted(folder.iterdir())[:n]
-    masks = [np.asarray(PILImage.open(f).convert("L")) > 127 for f in files]
-    return [(~m if invert else m).astype(np.int16) for m in masks]
+    return [(np.asarray(PILImage.open(f).convert("L")) > 127).astype(np.int16) for f in files]
 
 
 def test_coarse_layout_is_the_label_fraction_of_each_cell():

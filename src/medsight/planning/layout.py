@@ -26,18 +26,6 @@ def _edges(n: int, cells: int) -> np.ndarray:
     return np.linspace(0, n, cells + 1).round().astype(int)
 
 
-def _bin_mean(a: np.ndarray, axis: int, cells: int) -> np.ndarray:
-    """Mean of ``a`` over ``cells`` near-equal bins along ``axis`` (repeats values when the axis is shorter)."""
-    n = a.shape[axis]
-    if n < cells:
-        return np.repeat(a, np.diff(np.linspace(0, cells, n + 1).round().astype(int)), axis=axis)
-    edges = _edges(n, cells)
-    sums = np.add.reduceat(a, edges[:-1], axis=axis)
-    shape = [1] * a.ndim
-    shape[axis] = cells
-    return sums / np.diff(edges).reshape(shape)
-
-
 def coarse_layout(label: np.ndarray, values: list[int], grid: int | None = None) -> np.ndarray:
     """``(len(values), grid, ..)`` fractions (float16) of each label value over a ``grid``-per-axis grid of
     the image (default :data:`LAYOUT_GRID` for its dims).
@@ -49,14 +37,9 @@ def coarse_layout(label: np.ndarray, values: list[int], grid: int | None = None)
     values = [int(v) for v in values]
     if not values:
         return np.zeros((0,) + (grid,) * label.ndim, np.float16)
-    if min(label.shape) < grid:  # tiny images: label by label, repeating short axes
-        maps = []
-        for v in values:
-            m = (label == v).astype(np.float32)
-            for ax in range(m.ndim):
-                m = _bin_mean(m, ax, grid)
-            maps.append(m)
-        return np.stack(maps).astype(np.float16)
+    for ax, n in enumerate(label.shape):  # an axis shorter than the grid: each slice repeated over its cells
+        if n < grid:
+            label = np.repeat(label, np.diff(_edges(grid, n)), axis=ax)
     top = max(int(label.max(initial=0)), max(values)) + 1
     lut = np.full(top + 1, len(values), np.int64)  # values not asked for (background, < 0) count in a spare row
     lut[values] = np.arange(len(values))
@@ -89,12 +72,13 @@ def layout_summary(layouts: list[np.ndarray]) -> dict | None:
     """``consistency`` and per-axis ``flip_overlap`` of the cases' coarse layouts (see the module); None for < 2."""
     if len(layouts) < 2:
         return None
-    stack = np.stack(layouts).astype(np.float32)  # (cases, labels, *grid)
+    stack = np.stack(layouts).astype(np.float64)  # (cases, labels, *grid); float16 cells sum exactly
     foreground = stack.sum(1)
+    total = foreground.sum(0)
     scores = []
-    for i in range(len(stack)):
-        others = np.delete(foreground, i, 0).mean(0)
-        d = _dice(foreground[i] >= 0.5, others >= 0.5)
+    for case in foreground:
+        others = (total - case) / (len(foreground) - 1)
+        d = _dice(case >= 0.5, others >= 0.5)
         if d is not None:
             scores.append(d)
     mean_maps = stack.mean(0)
