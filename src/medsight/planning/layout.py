@@ -6,12 +6,13 @@ a coarse grid of label fractions (:func:`coarse_layout`); :func:`layout_summary`
 that the augmentation rules answer from (``tasks/segmentation.py``):
 
 - **consistency**: the mean over cases of the Dice between a case's coarse foreground and the mean of the
-  other cases' (both at 0.5). Shenzhen lungs 0.75; DRIVE vessels 0.01, ISBI membranes 0.06, BraTS tumours
-  0.00. A consistent layout is anatomy the network can learn: an image upside down or rotated by 90
-  degrees never comes, and training on such views spends its few steps on a harder problem.
+  other cases' (both at 0.5). Shenzhen lungs 0.75; DRIVE vessels, ISBI membranes and BraTS tumours
+  0.00 (a thin or wandering structure fills no cell to one half). A consistent layout is anatomy the
+  network can learn: an image upside down or rotated by 90 degrees never comes, and training on such
+  views spends its few steps on a harder problem.
 - **flip overlap** per axis: for each label, the overlap (sum of minima over sum of maxima) of its mean map
-  with its own mirror image, the smallest over labels. Two lungs mirrored left-right overlap by 0.71,
-  up-down by 0.44; a "left kidney" label mirrored left-right lands on the right kidney and overlaps ~0.
+  with its own mirror image, the smallest over labels. Two lungs mirrored left-right overlap by 0.75,
+  up-down by 0.45; a "left kidney" label mirrored left-right lands on the right kidney and overlaps ~0.
 """
 from __future__ import annotations
 

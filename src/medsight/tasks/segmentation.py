@@ -48,7 +48,7 @@ def augmentation_rule(nd: int, layout: dict | None) -> dict:
     overlap reaches :data:`MIRROR_SYMMETRY` (a body has one plane of symmetry; a "left kidney" label has none).
 
     Shenzhen chest X-rays: consistency 0.75, flip overlap 0.45 up-down and 0.75 left-right -> +-15 degrees,
-    mirrored left-right only. DRIVE, ISBI EM and BraTS tumours (consistency <= 0.06) keep nnU-Net's rule.
+    mirrored left-right only. DRIVE, ISBI EM and BraTS tumours (consistency 0.00) keep nnU-Net's rule.
     3D keeps it too: nnU-Net mirrors CT organs on every axis with success, and no 3D organ set here
     measures otherwise.
     """
