@@ -34,3 +34,16 @@ def test_dicom_found_by_preamble_not_name(tmp_path):
     other = tmp_path / "IM0003"
     other.write_bytes(b"\0" * 200)
     assert format_family(fake) == "dicom" and format_family(other) == ""
+
+
+def test_spacing_is_lacking_in_raster_files_and_arrays_only(tmp_path):
+    from medsight.io.formats import lacks_spacing
+
+    dicom = tmp_path / "IM0004"
+    dicom.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 10)
+    series = tmp_path / "series"
+    series.mkdir()
+    for ref in ("/d/cxr.png", "/d/fundus.TIF", "/d/slice.jpg", "/d/x.npy", "/d/mnist.npz::train_images::3"):
+        assert lacks_spacing(ref), ref
+    for ref in ("/d/ct.nii.gz", "/d/mr.nrrd", "/d/us.mha", dicom, series):
+        assert not lacks_spacing(ref), ref

@@ -8,7 +8,7 @@ import torch
 from PIL import Image as PILImage
 
 from medsight.planning.layout import coarse_layout, layout_summary
-from medsight.tasks.segmentation import CANONICAL_ROTATION_2D, augmentation_rule
+from medsight.tasks.segmentation import CANONICAL_ROTATION_2D, augmentation_rule, field_of_view_rule
 
 
 def _masks(folder, n: int) -> list[np.ndarray]:
@@ -106,3 +106,14 @@ def test_shenzhen_plan_mirrors_left_right_at_training_and_inference(shared_data,
     assert fp["foreground_layout"]["consistency"] > 0.6
     rules = get_task("segmentation").plan_rules(manifest, fp, torch.device("cpu"), measure=False)
     assert rules["augmentation"]["mirror_axes"] == [1] and rules["inference"]["mirror_axes"] == [1]
+    assert fp["spacing_known"] is False and rules["field_of_view_shape"] == [512, 512]  # PNGs: no pixel size
+
+
+def test_field_of_view_rule_needs_2d_anatomy_in_files_without_spacing():
+    lungs = {"spacing_known": False, "median_shape": [511.5, 512.0], "foreground_layout": {"consistency": 0.75}}
+    assert field_of_view_rule(2, lungs) == [512, 512]
+    assert field_of_view_rule(2, {**lungs, "spacing_known": True}) is None  # NIfTI/DICOM: resampled by spacing
+    assert field_of_view_rule(2, {**lungs, "foreground_layout": {"consistency": 0.0}}) is None  # tiles, vessels
+    assert field_of_view_rule(2, {k: v for k, v in lungs.items() if k != "foreground_layout"}) is None
+    assert field_of_view_rule(2, {k: v for k, v in lungs.items() if k != "spacing_known"}) is None  # old fingerprint
+    assert field_of_view_rule(3, {**lungs, "median_shape": [64, 64, 64]}) is None

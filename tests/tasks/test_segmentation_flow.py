@@ -79,3 +79,28 @@ def test_nnunet_layout_groups_channel_files_and_strips_the_suffix(tmp_path, shar
     out = api.predict(run, [raw / "imagesTr"], tmp_path / "out", quiet=True)
     names = sorted(p.name for p in out.glob("*.nii.gz"))
     assert names == sorted(f"{c.name}.nii.gz" for c in src.iterdir())
+
+
+def test_radiographs_without_spacing_are_predicted_at_the_scale_they_were_trained(tmp_path, shared_data):
+    """PNG chest X-rays (a canonical view, no pixel size): the plan scales every image to the training field of
+    view, and a smaller radiograph's mask comes back on its own grid."""
+    folder = shared_data / "shenzhen_cxr" / "inputs"
+    src = tmp_path / "cxr"
+    (src / "images").mkdir(parents=True)
+    (src / "labels").mkdir()
+    for i in range(1, 7):
+        name = f"CHNCXR_{i:04d}_0"
+        PILImage.open(folder / f"train_images/{name}.png").resize((96, 96), PILImage.BILINEAR).save(src / f"images/{name}.png")
+        lung = np.asarray(PILImage.open(folder / f"train_masks/{name}_mask.png").resize((96, 96), PILImage.BILINEAR))
+        PILImage.fromarray(np.where(lung >= 128, 255, 0).astype(np.uint8)).save(src / f"labels/{name}.png")
+    small = tmp_path / "small"
+    small.mkdir()
+    PILImage.open(src / "images/CHNCXR_0001_0.png").resize((48, 40), PILImage.BILINEAR).save(small / "cxr_small.png")
+    ds = tmp_path / "ds"
+    api.import_dataset(src, ds, format="pairs", label_map="0:0,255:1", n_folds=2, progress=False)
+    plan = shrink_plan(ds, epochs=1)
+    assert plan["field_of_view_shape"] == [96, 96]
+    run = api.train(ds, fold=0, quiet=True)
+    out = api.predict(run, [small, src / "images"], tmp_path / "out", quiet=True)
+    assert np.asarray(PILImage.open(out / "cxr_small.png")).shape == (40, 48)
+    assert np.asarray(PILImage.open(out / "CHNCXR_0001_0.png")).shape == (96, 96)

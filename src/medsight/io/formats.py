@@ -39,6 +39,12 @@ def format_family(path: str | Path) -> str:
     return "dicom" if has_dicom_preamble(path) else ""
 
 
+def lacks_spacing(ref: str | Path) -> bool:
+    """True when ``ref`` is a file that stores no physical pixel size (a raster image, a plain array or an
+    archive ref), so that it reads with a spacing of 1 per pixel; NIfTI, ITK formats and DICOM store one."""
+    return is_array_ref(ref) or format_family(ref) in ("raster", "array")
+
+
 def has_dicom_preamble(path: str | Path) -> bool:
     """True when the file carries the DICOM Part 10 marker 'DICM' after its 128-byte preamble."""
     try:

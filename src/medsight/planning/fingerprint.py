@@ -14,6 +14,7 @@ import numpy as np
 
 from medsight.datasets.loading import case_signature, read_case_image, read_case_label
 from medsight.datasets.manifest import Case, Manifest, atomic_write_text
+from medsight.io.formats import lacks_spacing
 from medsight.parallel import parallel_map
 from medsight.planning.layout import coarse_layout, layout_summary
 
@@ -27,7 +28,8 @@ def _case_facts(case: Case, manifest: Manifest) -> dict:
     lbl = read_case_label(case, manifest, reference=img)
     rng = np.random.default_rng(zlib.crc32(case.id.encode()))
     facts: dict = {"id": case.id, "shape": list(img.spatial_shape), "spacing": list(img.spacing),
-                   "channels": img.num_channels, "signature": case_signature(case)}
+                   "channels": img.num_channels, "signature": case_signature(case),
+                   "spacing_known": not any(lacks_spacing(ref) for ref in case.images)}
     if lbl is not None:
         values, counts = np.unique(lbl.array, return_counts=True)
         facts["label_counts"] = {str(int(v)): int(c) for v, c in zip(values, counts)}
@@ -73,6 +75,7 @@ def compute_fingerprint(manifest: Manifest, workers: int | None = None, progress
         "min_shape": shapes.min(0).astype(int).tolist(), "max_shape": shapes.max(0).astype(int).tolist(),
         "channels": channels,
         "median_nonzero_fraction": float(np.median([f["nonzero_fraction"] for f in facts])),
+        "spacing_known": all(f["spacing_known"] for f in facts),
         "case_signatures": {f["id"]: f["signature"] for f in facts},
     }
     if manifest.task == "segmentation":

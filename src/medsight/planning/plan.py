@@ -164,7 +164,9 @@ def summary_table(plan: dict) -> str:
                                                        if k in ("features", "pretrained", "num_classes", "widths"))),
         ("input", f"patch {plan.get('patch_size')}" if plan.get("patch_size") else f"size {plan.get('input_size')}"),
         ("spacing", str(plan.get("target_spacing") or "as the files")
-                    + (" (low resolution: the patch covers a quarter of the median image)" if plan.get("lowres") else "")),
+                    + (" (low resolution: the patch covers a quarter of the median image)" if plan.get("lowres") else "")
+                    + (f"; every image scaled to the field of view of {plan['field_of_view_shape']}"
+                       if plan.get("field_of_view_shape") else "")),
         ("normalisation", ", ".join(n["scheme"] for n in plan["normalization"])),
         ("batch size", str(plan["batch_size"])),
         ("loss", plan["loss"]["name"] + (" (sigmoid per region)" if plan.get("region_training") else "")),

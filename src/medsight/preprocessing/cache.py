@@ -18,15 +18,21 @@ import numpy as np
 from medsight.datasets.loading import case_signature, read_case_image, read_case_label
 from medsight.datasets.manifest import Case, Manifest, atomic_write_text
 from medsight.parallel import parallel_map
-from medsight.preprocessing.pipeline import PREPROCESSING_KEYS, preprocess_image
+from medsight.preprocessing.pipeline import OPTIONAL_PREPROCESSING_KEYS, PREPROCESSING_KEYS, preprocess_image
 
 MAX_LOCATIONS_PER_CLASS = 10000
 
 
+def preprocessing_entries(plan: dict) -> dict:
+    """The plan entries that change preprocessed arrays (optional ones only where the plan sets them)."""
+    entries = {k: plan.get(k) for k in PREPROCESSING_KEYS}
+    entries.update({k: plan[k] for k in OPTIONAL_PREPROCESSING_KEYS if plan.get(k)})
+    return entries
+
+
 def preprocessing_hash(plan: dict) -> str:
     """Hash of the plan entries that change preprocessed arrays."""
-    sub = {k: plan.get(k) for k in PREPROCESSING_KEYS}
-    return hashlib.sha1(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha1(json.dumps(preprocessing_entries(plan), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def cache_dir(dataset_dir: str | Path, plan: dict) -> Path:
@@ -126,7 +132,7 @@ def preprocess_dataset(dataset_dir: str | Path, manifest: Manifest, plan: dict, 
     out = cache_dir(dataset_dir, plan)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "plan_preprocessing.json",
-                      json.dumps({k: plan.get(k) for k in PREPROCESSING_KEYS}, indent=1))
+                      json.dumps(preprocessing_entries(plan), indent=1))
     parallel_map(partial(_preprocess_one, manifest=manifest, plan=plan, out=out), manifest.cases, workers,
                  desc="preprocess", progress=progress)
     return out

@@ -12,12 +12,31 @@ from medsight.preprocessing.resample import resample_image, resample_label, shap
 
 PREPROCESSING_KEYS = ("dims", "target_spacing", "input_size", "normalization", "crop_to_nonzero",
                       "use_mask_for_norm", "image_order", "label_resampling", "label_mapping", "channels")
+#: preprocessing entries newer than the keys above: they count (in the cache's hash) only where a plan sets them,
+#: so that older plans keep their preprocessed caches
+OPTIONAL_PREPROCESSING_KEYS = ("field_of_view_shape",)
 
 
-def target_shape(plan: dict, shape: tuple[int, ...], spacing: tuple[float, ...]) -> tuple[int, ...]:
-    """Spatial shape a case of ``shape``/``spacing`` gets in the network's space."""
+def field_of_view_factor(full_shape: tuple[int, ...], reference_shape: list[int]) -> float:
+    """The one scale factor (every axis alike, so proportions are kept) that gives an image of ``full_shape``
+    as many pixels as ``reference_shape``: an image taken as showing the same field of view as the reference."""
+    ratio = float(np.prod([float(r) for r in reference_shape])) / float(np.prod([float(s) for s in full_shape]))
+    return ratio ** (1.0 / len(full_shape))
+
+
+def target_shape(plan: dict, shape: tuple[int, ...], spacing: tuple[float, ...],
+                 full_shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """Spatial shape a case of ``shape``/``spacing`` gets in the network's space.
+
+    With the plan's ``field_of_view_shape`` (2D anatomy in a canonical view, files without physical spacing),
+    the case is scaled by :func:`field_of_view_factor` of its uncropped ``full_shape``: a 256^2 chest X-ray
+    meets a network trained on 512^2 ones at their scale.
+    """
     if plan.get("input_size"):
         return tuple(int(s) for s in plan["input_size"])
+    if plan.get("field_of_view_shape"):
+        factor = field_of_view_factor(tuple(full_shape or shape), plan["field_of_view_shape"])
+        return tuple(max(1, int(round(s * factor))) for s in shape)
     if plan.get("target_spacing"):
         return shape_for_spacing(shape, spacing, plan["target_spacing"])
     return tuple(shape)
@@ -38,7 +57,7 @@ def preprocess_image(image: Image, plan: dict, label: Image | None = None) -> tu
     array = normalize(array, plan["normalization"], mask)
     cropped_shape = tuple(array.shape[1:])
     cropped_spacing = image.spacing
-    new_shape = target_shape(plan, cropped_shape, cropped_spacing)
+    new_shape = target_shape(plan, cropped_shape, cropped_spacing, full_shape)
     array = resample_image(array, new_shape, order=int(plan.get("image_order", 3)))
     if lab is not None:
         lab = resample_label(lab.astype(np.int16), new_shape, mode=plan.get("label_resampling", "onehot"))

@@ -41,6 +41,22 @@ MIRROR_SYMMETRY = 0.6
 CANONICAL_ROTATION_2D = 0.2618
 
 
+def field_of_view_rule(nd: int, fingerprint: dict) -> list[int] | None:
+    """The shape every image is scaled to (proportions kept; see ``preprocessing.pipeline.target_shape``) when
+    a 2D set shows anatomy in a canonical view (layout consistency >= :data:`CONSISTENT_LAYOUT`) in files that
+    store no physical pixel size (PNG, JPEG, arrays): each such image frames the same field of view, so an
+    image of another size is the same anatomy at another scale. The median shape; None otherwise.
+
+    Shenzhen chest X-rays (512^2 PNGs): [512, 512], so a 256^2 radiograph is predicted at the scale the
+    network learned. Microscopy tiles and fundus vessels (consistency 0.00) keep their pixels: a larger
+    tile there is more tissue at the same scale. Files with a spacing (NIfTI, DICOM) are resampled by it.
+    """
+    layout = fingerprint.get("foreground_layout") or {}
+    if nd != 2 or fingerprint.get("spacing_known", True) or float(layout.get("consistency", 0.0)) < CONSISTENT_LAYOUT:
+        return None
+    return [int(round(float(s))) for s in fingerprint["median_shape"]]
+
+
 def augmentation_rule(nd: int, layout: dict | None) -> dict:
     """Training augmentation: nnU-Net's (any 2D rotation, +-30 degrees in 3D, mirroring on every axis), except
     for 2D anatomy in a canonical view (``layout["consistency"]`` >= :data:`CONSISTENT_LAYOUT`): rotation
@@ -202,6 +218,9 @@ class SegmentationTask(Task):
         }
         if coarse is not None:
             rules.update(target_spacing=coarse, lowres=True)
+        field_of_view = field_of_view_rule(nd, fingerprint)
+        if field_of_view is not None:
+            rules["field_of_view_shape"] = field_of_view
         if device.type != "cuda" and measure:
             budget = budget_minutes if budget_minutes is not None else self.default_budget_minutes[nd]
             candidate = {**rules, "labels": manifest.labels, "regions": manifest.regions}
