@@ -155,11 +155,13 @@ def held_out_subset(dataset: Path, fold: int, out: Path) -> list[str]:
 
 def run_benchmark(name: str, source: Path, import_args: Sequence[str], budget_minutes: float, work: Path,
                   threads: int | None, folds: Sequence[int] | None = None, goal: dict | None = None,
-                  note: str = "", jobs: int = 1) -> dict:
+                  note: str = "", jobs: int = 1, after_folds: Callable[[Path, list[int]], dict] | None = None) -> dict:
     """Import SOURCE, plan with the budget (per fold), train and predict every fold, score; write NAME.json.
 
     With ``jobs`` > 1, that many folds run side by side, each pinned to its own CPU core (``taskset``); the
-    plan is then made with ``threads`` torch threads (1 per fold is what a fair split of the cores is)."""
+    plan is then made with ``threads`` torch threads (1 per fold is what a fair split of the cores is).
+    ``after_folds(work, fold_ids)``, when given, runs once every fold is trained (its run is
+    ``work/run_foldK``); what it returns is added to the results."""
     dataset, predictions = work / "dataset", work / "predictions"
     for d in (dataset, predictions):
         shutil.rmtree(d, ignore_errors=True)
@@ -225,6 +227,8 @@ def run_benchmark(name: str, source: Path, import_args: Sequence[str], budget_mi
                "goal": goal or {}}
     if goal:
         payload["goal_met"] = {s: summary[s]["dice"]["mean"] >= g for s, g in goal.items() if s in summary}
+    if after_folds is not None:
+        payload.update(after_folds(work, fold_ids))
     path = write_results(name, payload)
     rows = [[s, v["dice"]["mean"], f"[{v['dice']['ci95'][0]:.3f}, {v['dice']['ci95'][1]:.3f}]", v["hd95"]["mean"],
              (goal or {}).get(s, "-")] for s, v in summary.items()]
