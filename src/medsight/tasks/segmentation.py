@@ -249,7 +249,7 @@ class SegmentationTask(Task):
         from medsight.planning.budget import measure_step_seconds, widest_that_fits
 
         def step_seconds(base: int) -> float:
-            return measure_step_seconds(self, _with_base_width(rules, nd, spacing, base), device, repeats=1)
+            return measure_step_seconds(self, _with_base_width(rules, nd, spacing, base), device, repeats=3)
 
         budget_s = budget_minutes * 60.0 * 0.9 / 1.15
         index, _ = widest_that_fits(BASE_FEATURES, step_seconds, 1, budget_s, MIN_STEPS[nd])
