@@ -15,7 +15,7 @@ from medsight.datasets.loading import case_signature
 from medsight.datasets.manifest import Manifest, atomic_write_text
 from medsight.device import resolve_device, set_threads
 from medsight.errors import CheckpointError, InputError
-from medsight.planning.fingerprint import compute_fingerprint, load_fingerprint, save_fingerprint
+from medsight.planning.fingerprint import FINGERPRINT_VERSION, compute_fingerprint, load_fingerprint, save_fingerprint
 from medsight.planning.plan import PLAN_NAME, load_plan, make_plan, plan_hash, save_plan, summary_table
 from medsight.preprocessing.cache import CachedCases, cache_dir, preprocess_dataset
 from medsight.tasks import get_task
@@ -46,11 +46,11 @@ def _signature_of(manifest: Manifest) -> str:
 
 
 def fingerprint(dataset_dir: str | Path, workers: int | None = None, progress: bool = True) -> dict:
-    """The dataset's fingerprint, recomputed when the data changed since it was made."""
+    """The dataset's fingerprint, recomputed when the data changed since it was made or an older medsight made it."""
     manifest = Manifest.load(dataset_dir)
     sig = _signature_of(manifest)
     fp = load_fingerprint(dataset_dir)
-    if fp is None or fp.get("signature") != sig:
+    if fp is None or fp.get("signature") != sig or fp.get("version") != FINGERPRINT_VERSION:
         fp = compute_fingerprint(manifest, workers, progress)
         fp["signature"] = sig
         save_fingerprint(fp, dataset_dir)

@@ -37,3 +37,22 @@ def test_patch_rule_fits_budget_and_divides():
 def test_edited_plan_missing_entries_refused():
     with pytest.raises(PlanError, match="epochs"):
         validate_plan({"task": "segmentation"})
+
+
+def test_a_fingerprint_of_an_older_medsight_is_computed_again(tmp_path, shared_data):
+    import json
+
+    from helpers import write_isbi_pairs
+
+    from medsight import api
+
+    src = write_isbi_pairs(tmp_path / "em", shared_data, n=2, size=32)
+    ds = tmp_path / "ds"
+    api.import_dataset(src, ds, format="pairs", label_map="0:1,255:0", n_folds=2, progress=False)
+    first = api.fingerprint(ds, workers=1, progress=False)
+    assert first["spacing_known"] is False and "foreground_layout" in first  # PNG tiles
+    old = {k: v for k, v in first.items() if k not in ("version", "spacing_known", "foreground_layout")}
+    (ds / "fingerprint.json").write_text(json.dumps(old))  # as session 7's medsight wrote it
+    again = api.fingerprint(ds, workers=1, progress=False)
+    assert again["spacing_known"] is False and again["foreground_layout"] == first["foreground_layout"]
+    assert json.loads((ds / "fingerprint.json").read_text())["version"] == again["version"]

@@ -19,6 +19,9 @@ from medsight.parallel import parallel_map
 from medsight.planning.layout import coarse_layout, layout_summary
 
 FINGERPRINT_NAME = "fingerprint.json"
+#: bumped when the fingerprint gains facts the planning rules read (2: ``foreground_layout``, ``spacing_known``);
+#: a saved fingerprint of another version is computed again
+FINGERPRINT_VERSION = 2
 SAMPLES_PER_CASE = 10000
 
 
@@ -69,7 +72,7 @@ def compute_fingerprint(manifest: Manifest, workers: int | None = None, progress
             "median": float(np.median(samples)),
         })
     fp: dict = {
-        "task": manifest.task, "dims": manifest.dims, "num_cases": len(facts), "num_channels": n_channels,
+        "version": FINGERPRINT_VERSION, "task": manifest.task, "dims": manifest.dims, "num_cases": len(facts), "num_channels": n_channels,
         "shapes": shapes.astype(int).tolist(), "spacings": spacings.tolist(),
         "median_shape": np.median(shapes, 0).tolist(), "median_spacing": np.median(spacings, 0).tolist(),
         "min_shape": shapes.min(0).astype(int).tolist(), "max_shape": shapes.max(0).astype(int).tolist(),
