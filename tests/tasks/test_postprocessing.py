@@ -140,3 +140,39 @@ def test_predict_applies_the_saved_size_rule(shared_data, tmp_path):
     decisions_file.write_text(json.dumps(decisions))
     removed = api.predict(run, [src / "images"], tmp_path / "removed", quiet=True, threads=1)
     assert all(not np.asarray(PILImage.open(removed / name)).any() for name in before)
+
+
+def test_post_processing_is_decided_on_masks_predicted_as_predict_will(monkeypatch):
+    """The validation cases are predicted with the plan's test-time mirroring: a blob that only the mirrored
+    prediction paints must be seen by the decision that is meant to remove it."""
+    from medsight.tasks.segmentation import SegmentationTask
+
+    lungs = np.zeros((1, 64, 64), np.int16)
+    lungs[0, 10:50, 8:24] = 1
+    lungs[0, 10:50, 40:56] = 1
+    blob = lungs.copy()
+    blob[0, 54:64, 54:64] = 1  # painted only when mirrored
+
+    class Cases:
+        ids = ["a", "b"]
+
+        def __len__(self):
+            return 2
+
+        def image(self, cid, mmap=True):
+            return np.zeros((1, 64, 64), np.float32)
+
+        def label(self, cid):
+            return lungs
+
+        def eval_mask(self, cid):
+            return None
+
+        def props(self, cid):
+            return {"spacing": [1.0, 1.0], "cropped_shape": [64, 64], "network_shape": [64, 64]}
+
+    monkeypatch.setattr(SegmentationTask, "_label_map",
+                        lambda self, model, array, plan, device, mirror: (blob if mirror else lungs)[0])
+    plan = {"labels": {"0": "background", "1": "lung"}, "regions": None, "inference": {"mirror_axes": [1]}}
+    decisions = SegmentationTask().finalize(None, Cases(), plan, None, None)
+    assert decisions["largest_components"] == {1: 2}
