@@ -44,3 +44,12 @@ def test_a_half_size_radiograph_is_scaled_up_and_its_prediction_comes_back(share
     assert np.mean((label[0] > 0) == lung) > 0.99
     back = restore_prediction(label, props, kind="label")
     assert back.shape == (1, 256, 256) and np.mean((back[0] > 0) == lung_half) > 0.99
+
+
+def test_post_processing_sizes_are_counted_in_pixels_of_the_reference_field_of_view():
+    from medsight.tasks.segmentation import size_unit
+
+    fov = {**PLAN, "field_of_view_shape": [512, 512]}
+    assert size_unit(fov, (256, 256), (1.0, 1.0)) == pytest.approx(4.0)  # a pixel there covers four reference ones
+    assert size_unit(fov, (512, 512), (1.0, 1.0)) == pytest.approx(1.0)
+    assert size_unit(PLAN, (256, 256), (0.5, 0.8)) == pytest.approx(0.4)  # physical, from the spacing

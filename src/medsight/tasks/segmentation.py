@@ -57,6 +57,17 @@ def field_of_view_rule(nd: int, fingerprint: dict) -> list[int] | None:
     return [int(round(float(s))) for s in fingerprint["median_shape"]]
 
 
+def size_unit(plan: dict, shape: tuple[int, ...], spacing: tuple[float, ...]) -> float:
+    """Volume of one pixel of an image of ``shape`` and ``spacing`` in the unit that post-processing sizes are
+    decided and applied in: physical (the spacing's) normally; with a ``field_of_view_shape``, pixels of the
+    reference field of view, so that a size decided on 512^2 radiographs means the same on a 256^2 one."""
+    if plan.get("field_of_view_shape"):
+        from medsight.preprocessing.pipeline import field_of_view_factor
+
+        return float(field_of_view_factor(tuple(shape), plan["field_of_view_shape"]) ** len(shape))
+    return float(np.prod(spacing))
+
+
 def augmentation_rule(nd: int, layout: dict | None) -> dict:
     """Training augmentation: nnU-Net's (any 2D rotation, +-30 degrees in 3D, mirroring on every axis), except
     for 2D anatomy in a canonical view (``layout["consistency"]`` >= :data:`CONSISTENT_LAYOUT`): rotation
@@ -356,8 +367,10 @@ class SegmentationTask(Task):
                                                           mirror=True), 0))
             refs.append(np.where(inside, np.asarray(data.label(cid))[0], 0))
             props = data.props(cid)
-            voxel_volumes.append(float(np.prod([sp * c / n for sp, c, n in zip(
-                props["spacing"], props["cropped_shape"], props["network_shape"])])))
+            network_spacing = [sp * c / n for sp, c, n in zip(props["spacing"], props["cropped_shape"],
+                                                              props["network_shape"])]
+            # a field-of-view plan's network pixel is a pixel of the reference field of view (``size_unit``)
+            voxel_volumes.append(1.0 if plan.get("field_of_view_shape") else float(np.prod(network_spacing)))
         largest, sizes, trials = {}, {}, {}
         for key, vs in trained_structures(plan).items():
             pairs = [(structure_mask(p, vs), structure_mask(r, vs)) for p, r in zip(preds, refs)]
@@ -389,7 +402,8 @@ class SegmentationTask(Task):
             probs = restore_prediction(result["prediction"], result["props"], kind="probabilities")
             label = np.asarray(values, dtype=np.int16)[np.argmax(probs, 0)]
         img = result["image"]
-        apply_postprocessing(label, trained_structures(plan), decisions, float(np.prod(img.spacing)), structure_mask)
+        apply_postprocessing(label, trained_structures(plan), decisions, size_unit(plan, img.spatial_shape, img.spacing),
+                             structure_mask)
         dtype = np.uint8 if max(values) < 256 else np.uint16
         write_image(img.with_array(label[None].astype(dtype), channel_names=["label"]),
                     out_dir / f"{result['case']}{result['extension']}", reference=result.get("source"))
