@@ -169,7 +169,8 @@ def test_post_processing_is_decided_on_masks_predicted_as_predict_will(monkeypat
             return None
 
         def props(self, cid):
-            return {"spacing": [1.0, 1.0], "cropped_shape": [64, 64], "network_shape": [64, 64]}
+            return {"spacing": [1.0, 1.0], "original_shape": [64, 64], "cropped_shape": [64, 64],
+                    "network_shape": [64, 64]}
 
     monkeypatch.setattr(SegmentationTask, "_label_map",
                         lambda self, model, array, plan, device, mirror: (blob if mirror else lungs)[0])

@@ -12,6 +12,7 @@ from torch import nn
 from medsight.datasets.manifest import Manifest
 from medsight.errors import InputError, PlanError
 from medsight.preprocessing.cache import CachedCases
+from medsight.preprocessing.pipeline import field_of_view_factor
 from medsight.sampling.regions import region_training
 from medsight.tasks.base import Task, write_csv
 from medsight.tasks.postprocessing import apply as apply_postprocessing
@@ -41,6 +42,12 @@ MIRROR_SYMMETRY = 0.6
 CANONICAL_ROTATION_2D = 0.2618
 
 
+def canonical_view_2d(nd: int, layout: dict | None) -> bool:
+    """Whether a set is 2D anatomy in a canonical view: its foreground layout (``planning/layout.py``) is at
+    least :data:`CONSISTENT_LAYOUT` consistent across cases."""
+    return nd == 2 and layout is not None and float(layout.get("consistency", 0.0)) >= CONSISTENT_LAYOUT
+
+
 def field_of_view_rule(nd: int, fingerprint: dict) -> list[int] | None:
     """The shape every image is scaled to (proportions kept; see ``preprocessing.pipeline.target_shape``) when
     a 2D set shows anatomy in a canonical view (layout consistency >= :data:`CONSISTENT_LAYOUT`) in files that
@@ -51,8 +58,7 @@ def field_of_view_rule(nd: int, fingerprint: dict) -> list[int] | None:
     network learned. Microscopy tiles and fundus vessels (consistency 0.00) keep their pixels: a larger
     tile there is more tissue at the same scale. Files with a spacing (NIfTI, DICOM) are resampled by it.
     """
-    layout = fingerprint.get("foreground_layout") or {}
-    if nd != 2 or fingerprint.get("spacing_known", True) or float(layout.get("consistency", 0.0)) < CONSISTENT_LAYOUT:
+    if fingerprint.get("spacing_known", True) or not canonical_view_2d(nd, fingerprint.get("foreground_layout")):
         return None
     return [int(round(float(s))) for s in fingerprint["median_shape"]]
 
@@ -62,8 +68,6 @@ def size_unit(plan: dict, shape: tuple[int, ...], spacing: tuple[float, ...]) ->
     decided and applied in: physical (the spacing's) normally; with a ``field_of_view_shape``, pixels of the
     reference field of view, so that a size decided on 512^2 radiographs means the same on a 256^2 one."""
     if plan.get("field_of_view_shape"):
-        from medsight.preprocessing.pipeline import field_of_view_factor
-
         return float(field_of_view_factor(tuple(shape), plan["field_of_view_shape"]) ** len(shape))
     return float(np.prod(spacing))
 
@@ -82,7 +86,7 @@ def augmentation_rule(nd: int, layout: dict | None) -> dict:
     aug = {"rotation": [-3.1416, 3.1416] if nd == 2 else [-0.5236, 0.5236], "scale": [0.7, 1.4],
            "mirror_axes": list(range(nd)), "elastic": False, "gamma": [0.7, 1.5], "noise": 0.1,
            "blur": [0.5, 1.0], "brightness": [0.75, 1.25], "contrast": [0.75, 1.25], "low_resolution": [0.5, 1.0]}
-    if nd == 2 and layout is not None and float(layout.get("consistency", 0.0)) >= CONSISTENT_LAYOUT:
+    if canonical_view_2d(nd, layout):
         aug["rotation"] = [-CANONICAL_ROTATION_2D, CANONICAL_ROTATION_2D]
         flips = [float(v) for v in layout.get("flip_overlap", [])]
         best = int(np.argmax(flips)) if flips else -1
@@ -366,11 +370,9 @@ class SegmentationTask(Task):
             preds.append(np.where(inside, self._label_map(model, data.image(cid, mmap=False), plan, device,
                                                           mirror=True), 0))
             refs.append(np.where(inside, np.asarray(data.label(cid))[0], 0))
-            props = data.props(cid)
-            network_spacing = [sp * c / n for sp, c, n in zip(props["spacing"], props["cropped_shape"],
-                                                              props["network_shape"])]
-            # a field-of-view plan's network pixel is a pixel of the reference field of view (``size_unit``)
-            voxel_volumes.append(1.0 if plan.get("field_of_view_shape") else float(np.prod(network_spacing)))
+            props = data.props(cid)  # a network pixel: an original pixel (size_unit) times the resampling
+            voxel_volumes.append(size_unit(plan, props["original_shape"], props["spacing"]) * float(np.prod(
+                [c / n for c, n in zip(props["cropped_shape"], props["network_shape"])])))
         largest, sizes, trials = {}, {}, {}
         for key, vs in trained_structures(plan).items():
             pairs = [(structure_mask(p, vs), structure_mask(r, vs)) for p, r in zip(preds, refs)]
@@ -402,8 +404,8 @@ class SegmentationTask(Task):
             probs = restore_prediction(result["prediction"], result["props"], kind="probabilities")
             label = np.asarray(values, dtype=np.int16)[np.argmax(probs, 0)]
         img = result["image"]
-        apply_postprocessing(label, trained_structures(plan), decisions, size_unit(plan, img.spatial_shape, img.spacing),
-                             structure_mask)
+        apply_postprocessing(label, trained_structures(plan), decisions,
+                             size_unit(plan, img.spatial_shape, img.spacing), structure_mask)
         dtype = np.uint8 if max(values) < 256 else np.uint16
         write_image(img.with_array(label[None].astype(dtype), channel_names=["label"]),
                     out_dir / f"{result['case']}{result['extension']}", reference=result.get("source"))
