@@ -106,7 +106,7 @@ def train_and_predict(source: Path, import_args: Sequence[str], work: Path, budg
 
 
 PLAN_KEYS = ("patch_size", "whole_image", "batch_size", "network", "loss", "optimizer", "epochs", "steps_per_epoch",
-             "measured_step_seconds")
+             "measured_step_seconds", "measured_epoch_parts", "validation")
 
 
 def comparison_args(parser: argparse.ArgumentParser, budget: float, work_name: str) -> tuple[argparse.Namespace, str]:
@@ -217,9 +217,7 @@ def run_benchmark(name: str, source: Path, import_args: Sequence[str], budget_mi
     summary = {s: {m: v[m] for m in ("dice", "hd95", "sensitivity", "precision")} for s, v in metrics["summary"].items()}
     payload = {"data": str(source), "note": note, "folds": fold_ids, "budget_minutes_per_fold": budget_minutes,
                "threads": threads, "folds_side_by_side": jobs, "uptime_at_start": uptime_at_start, "plan_seconds": round(plan_s, 1),
-               "plan": {k: plan.get(k) for k in ("target_spacing", "patch_size", "whole_image", "batch_size",
-                                                  "network", "loss", "optimizer", "epochs", "steps_per_epoch",
-                                                  "measured_step_seconds")},
+               "plan": {k: plan.get(k) for k in ("target_spacing", *PLAN_KEYS)},
                "summary": summary, "mean_dice": metrics["mean_dice"],
                "per_case_dice": {c["case"]: {s: round(m["dice"], 4) for s, m in c["metrics"].items()}
                                  for c in metrics["per_case"]},

@@ -86,11 +86,10 @@ def ensure_plan(dataset_dir: str | Path, budget_minutes: float | None = None, de
         if data_same and budget_same and p.get("task") == manifest.task:
             return p
         if data_same and not budget_same and p.get("measured_step_seconds"):
-            from medsight.planning.budget import epochs_for_budget
+            from medsight.planning.budget import schedule_epochs
 
             p["budget_minutes"] = float(budget_minutes)
-            p["epochs"] = epochs_for_budget(p["measured_step_seconds"], p["steps_per_epoch"], budget_minutes,
-                                            p.get("validation", {}).get("fraction_of_time", 0.1))
+            schedule_epochs(p, float(budget_minutes))
             save_plan(p, dataset_dir)
             return p
         _log("the data changed since the plan was made: planning again", quiet)

@@ -41,3 +41,50 @@ def test_the_fastest_timed_step_is_taken_and_warm_up_is_not_timed():
     # two slow warm-up steps, then 0.12, 0.03 and 0.12 s: noise only ever adds time
     seconds = measure_step_seconds(_Task([0.3, 0.3, 0.12, 0.03, 0.12]), plan, torch.device("cpu"), repeats=3)
     assert 0.03 <= seconds < 0.1
+
+
+def test_epochs_count_data_checkpoint_validation_and_the_final_mirrored_prediction():
+    from medsight.planning.budget import schedule_epochs
+
+    parts = {"step": 0.5, "data_per_step": 0.1, "checkpoint": 2.0, "validation_per_case": 3.0,
+             "validation_cases": 4, "mirrorings": 4}
+    plan = {"steps_per_epoch": 50, "measured_step_seconds": 0.5, "measured_epoch_parts": parts,
+            "validation": {"every": 1, "fraction_of_time": 0.1}}
+    schedule_epochs(plan, 20.0, margin=0.05)
+    # an epoch trains 50 x (0.5 + 0.1) + 2 = 32 s; validating 4 cases takes 12 s, more than 10 % of 32 s
+    # until every 4th epoch (12 / 4 = 3 <= 3.2); the final prediction with 4 mirrorings costs 48 s
+    assert plan["validation"]["every"] == 4
+    assert plan["epochs"] == int((1200 * 0.95 - 48) // (32 + 3))
+    schedule_epochs(plan, 40.0, margin=0.05)
+    assert plan["epochs"] == int((2400 * 0.95 - 48) // (32 + 3))
+    cheap = {**parts, "validation_per_case": 0.1}
+    plan["measured_epoch_parts"] = cheap
+    schedule_epochs(plan, 20.0, margin=0.05)
+    assert plan["validation"]["every"] == 1 and plan["epochs"] == int((1140 - 1.6) // 32.4)
+
+
+def test_without_measured_parts_the_flat_allowances_stay():
+    from medsight.planning.budget import epochs_for_budget, schedule_epochs
+
+    plan = {"steps_per_epoch": 50, "measured_step_seconds": 0.5, "validation": {"every": 1, "fraction_of_time": 0.1}}
+    schedule_epochs(plan, 20.0)
+    assert plan["epochs"] == epochs_for_budget(0.5, 50, 20.0, 0.1) and plan["validation"]["every"] == 1
+
+
+def test_epoch_parts_are_timed_on_a_real_case(tmp_path, shared_data):
+    from helpers import shrink_plan, write_isbi_pairs
+
+    from medsight import api
+    from medsight.datasets.manifest import Manifest
+    from medsight.tasks import get_task
+
+    src = write_isbi_pairs(tmp_path / "em", shared_data, n=3, size=64)
+    ds = tmp_path / "ds"
+    api.import_dataset(src, ds, format="pairs", label_map="0:1,255:0", n_folds=3, progress=False)
+    plan = shrink_plan(ds)
+    manifest = Manifest.load(ds)
+    fingerprint = api.fingerprint(ds, workers=1, progress=False)
+    parts = get_task("segmentation").measure_epoch_parts(manifest, plan, torch.device("cpu"), fingerprint)
+    assert parts["data_per_step"] > 0 and parts["validation_per_case"] > 0 and parts["checkpoint"] > 0
+    assert parts["mirrorings"] == 2 ** len(plan["inference"]["mirror_axes"])
+    assert not list(ds.glob("**/timed.pt"))  # timed in a temporary folder, nothing left in the dataset

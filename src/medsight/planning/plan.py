@@ -53,7 +53,7 @@ def normalization_rule(manifest: Manifest, fingerprint: dict) -> list[dict]:
 def make_plan(manifest: Manifest, fingerprint: dict, budget_minutes: float | None = None,
               device: torch.device | None = None, measure: bool = True, seed: int = 0) -> dict:
     """The plan for ``manifest``: common rules, the task's rules, and epochs from the time budget."""
-    from medsight.planning.budget import epochs_for_budget, measure_step_seconds
+    from medsight.planning.budget import measure_step_seconds, schedule_epochs
     from medsight.tasks import get_task
 
     device = device or torch.device("cpu")
@@ -79,8 +79,14 @@ def make_plan(manifest: Manifest, fingerprint: dict, budget_minutes: float | Non
     plan["budget_minutes"] = float(budget)
     step_s = measure_step_seconds(task, plan, device) if measure else float("nan")
     plan["measured_step_seconds"] = None if np.isnan(step_s) else round(step_s, 4)
-    plan["epochs"] = epochs_for_budget(step_s, plan["steps_per_epoch"], budget,
-                                       plan.get("validation", {}).get("fraction_of_time", 0.1)) if measure else 1
+    if not measure:
+        plan["epochs"] = 1
+        return plan
+    parts = task.measure_epoch_parts(manifest, plan, device, fingerprint)
+    if parts:
+        n_val = len(manifest.fold_cases(0)[1]) if manifest.splits else 0
+        plan["measured_epoch_parts"] = {"step": round(step_s, 4), **parts, "validation_cases": n_val}
+    schedule_epochs(plan, float(budget))
     return plan
 
 
@@ -138,7 +144,7 @@ def plan_hash(plan: dict) -> str:
     """Hash of everything in the plan that changes training (not the budget's bookkeeping)."""
     # inference settings (overlap, mirroring, NMS, how regions are painted into labels) may be edited
     # after training without retraining
-    skip = {"measured_step_seconds", "precision_step_seconds", "budget_minutes", "medsight_version", "device_planned", "fingerprint_signature",
+    skip = {"measured_step_seconds", "measured_epoch_parts", "precision_step_seconds", "budget_minutes", "medsight_version", "device_planned", "fingerprint_signature",
             "inference", "regions_class_order"}
     sub = {k: v for k, v in plan.items() if k not in skip}
     return hashlib.sha1(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
@@ -175,6 +181,12 @@ def summary_table(plan: dict) -> str:
                      f" (budget {plan.get('budget_minutes')} min, step {plan.get('measured_step_seconds')} s on "
                      f"{plan.get('device_planned')})"),
     ]
+    parts = plan.get("measured_epoch_parts")
+    if parts:
+        every = plan.get("validation", {}).get("every", 1)
+        rows.append(("epoch parts", f"data {parts['data_per_step']} s a step, checkpoint {parts['checkpoint']} s, "
+                                    f"validation {parts['validation_per_case']} s a case x {parts['validation_cases']}"
+                                    f" every {every} epoch{'s' if every > 1 else ''}"))
     if plan.get("mixed_precision") == "bf16":
         timed = plan.get("precision_step_seconds") or {}
         rows.append(("precision", "bfloat16 autocast" + (f" (step {timed['bfloat16']} s against {timed['float32']} s"

@@ -66,7 +66,7 @@ def class_locations(label: np.ndarray, max_per_class: int = MAX_LOCATIONS_PER_CL
     return out
 
 
-def _preprocess_one(case: Case, manifest: Manifest, plan: dict, out: Path) -> str:
+def preprocess_case(case: Case, manifest: Manifest, plan: dict, out: Path) -> str:
     """Preprocess one case into ``out`` unless its cached signature is current; return its id."""
     sig = case_signature(case)
     meta_path = out / f"{case.id}.json"
@@ -133,7 +133,7 @@ def preprocess_dataset(dataset_dir: str | Path, manifest: Manifest, plan: dict, 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "plan_preprocessing.json",
                       json.dumps(preprocessing_entries(plan), indent=1))
-    parallel_map(partial(_preprocess_one, manifest=manifest, plan=plan, out=out), manifest.cases, workers,
+    parallel_map(partial(preprocess_case, manifest=manifest, plan=plan, out=out), manifest.cases, workers,
                  desc="preprocess", progress=progress)
     return out
 

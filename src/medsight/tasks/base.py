@@ -52,6 +52,12 @@ class Task(ABC):
                          steps: int) -> Iterator[tuple[torch.Tensor, Any]]:
         """``steps`` (input, target) batches of one epoch, deterministic given ``epoch_seed``."""
 
+    def measure_epoch_parts(self, manifest: Manifest, plan: dict, device: torch.device,
+                            fingerprint: dict | None = None) -> dict[str, float]:
+        """Seconds an epoch spends beside its optimiser steps, timed on real data for the budget
+        (:func:`medsight.planning.budget.schedule_epochs`); empty keeps the flat allowances."""
+        return {}
+
     def example_batch(self, plan: dict) -> tuple[torch.Tensor, Any]:
         """A batch of the plan's shapes (random values) to time a training step."""
         raise NotImplementedError

@@ -270,6 +270,18 @@ class SegmentationTask(Task):
         index, _ = widest_that_fits(BASE_FEATURES, step_seconds, 1, budget_s, MIN_STEPS[nd])
         return BASE_FEATURES[index]
 
+    def measure_epoch_parts(self, manifest: Manifest, plan: dict, device: torch.device,
+                            fingerprint: dict | None = None) -> dict[str, float]:
+        """Data, validation and checkpoint seconds timed on a real case (:func:`medsight.planning.budget.
+        measure_epoch_parts`), and how many mirrorings the post-processing decision predicts with."""
+        from medsight.planning.budget import measure_epoch_parts
+
+        parts = measure_epoch_parts(self, manifest, plan, device, fingerprint)
+        if parts:
+            decides = plan.get("postprocessing", {}).get("decide_on_validation", True)
+            parts["mirrorings"] = 2 ** len(plan.get("inference", {}).get("mirror_axes", [])) if decides else 0
+        return parts
+
     def steps_per_epoch(self, plan: dict, num_train_cases: int) -> int:
         """A fixed number of patch batches per epoch (nnU-Net uses 250; a CPU epoch is shorter)."""
         return 50
