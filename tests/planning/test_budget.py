@@ -88,3 +88,25 @@ def test_epoch_parts_are_timed_on_a_real_case(tmp_path, shared_data):
     assert parts["data_per_step"] > 0 and parts["validation_per_case"] > 0 and parts["checkpoint"] > 0
     assert parts["mirrorings"] == 2 ** len(plan["inference"]["mirror_axes"])
     assert not list(ds.glob("**/timed.pt"))  # timed in a temporary folder, nothing left in the dataset
+
+
+def test_another_budget_reuses_the_measured_parts(tmp_path, shared_data):
+    import json
+
+    from helpers import write_isbi_pairs
+
+    from medsight import api
+
+    src = write_isbi_pairs(tmp_path / "em", shared_data, n=3, size=32)
+    ds = tmp_path / "ds"
+    api.import_dataset(src, ds, format="pairs", label_map="0:1,255:0", n_folds=3, progress=False)
+    plan = api.plan(ds, budget_minutes=1, quiet=True, measure=False)
+    plan["measured_step_seconds"] = 0.5
+    plan["measured_epoch_parts"] = {"step": 0.5, "data_per_step": 0.1, "checkpoint": 2.0, "validation_per_case": 3.0,
+                                    "validation_cases": 1, "mirrorings": 4}
+    (ds / "plan.json").write_text(json.dumps(plan))
+    again = api.ensure_plan(ds, budget_minutes=10, quiet=True)
+    train_s = plan["steps_per_epoch"] * 0.6 + 2.0
+    assert again["validation"]["every"] == 1  # 3 s of validation is within a tenth of a 32 s epoch
+    assert again["epochs"] == int((600 * 0.95 - 12) // (train_s + 3.0))
+    assert json.loads((ds / "plan.json").read_text())["epochs"] == again["epochs"]
