@@ -70,12 +70,13 @@ def mean_of(scores: dict[str, dict[str, float]], key: str) -> float:
 
 def validate_every_epoch(dataset: Path) -> None:
     """Edit the plan, as a user may, to validate after every epoch: a time to a Dice is only seen at a validation,
-    and MONAI validates every 100 steps. The default plan validates DRIVE every third epoch (its four images cost
-    more than a tenth of an epoch); the epochs stay as planned, so medsight pays the extra validations."""
-    path = dataset / "plan.json"
-    plan = json.loads(path.read_text())
+    and MONAI validates every 100 steps. The default plan validates DRIVE every second or third epoch (its four
+    images cost more than a tenth of an epoch); the epochs stay as planned, so medsight pays the extra validations."""
+    from medsight.planning.plan import load_plan, save_plan
+
+    plan = load_plan(dataset)
     plan.setdefault("validation", {})["every"] = 1
-    path.write_text(json.dumps(plan, indent=1))
+    save_plan(plan, dataset)
 
 
 def run_medsight(work: Path, budget: float, threads: int, target: float, core: int | None = None,
