@@ -95,7 +95,7 @@ def measure_epoch_parts(task, manifest, plan: dict, device: torch.device, finger
 
 def _median_labelled_case(manifest, fingerprint: dict | None):
     """The labelled case whose image has the median number of voxels (the first when sizes are unknown)."""
-    cases = [c for c in manifest.cases if getattr(c, "label", None) is not None]
+    cases = [c for c in manifest.cases if c.label is not None]
     if not cases:
         return None
     shapes = (fingerprint or {}).get("shapes")

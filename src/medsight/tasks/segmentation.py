@@ -63,6 +63,12 @@ def field_of_view_rule(nd: int, fingerprint: dict) -> list[int] | None:
     return [int(round(float(s))) for s in fingerprint["median_shape"]]
 
 
+def decides_postprocessing(plan: dict) -> bool:
+    """Whether training ends by deciding post-processing on the validation cases (``finalize``), which the
+    budget then counts (``measure_epoch_parts``)."""
+    return bool(plan.get("postprocessing", {}).get("decide_on_validation", True))
+
+
 def size_unit(plan: dict, shape: tuple[int, ...], spacing: tuple[float, ...]) -> float:
     """Volume of one pixel of an image of ``shape`` and ``spacing`` in the unit that post-processing sizes are
     decided and applied in: physical (the spacing's) normally; with a ``field_of_view_shape``, pixels of the
@@ -278,8 +284,8 @@ class SegmentationTask(Task):
 
         parts = measure_epoch_parts(self, manifest, plan, device, fingerprint)
         if parts:
-            decides = plan.get("postprocessing", {}).get("decide_on_validation", True)
-            parts["mirrorings"] = 2 ** len(plan.get("inference", {}).get("mirror_axes", [])) if decides else 0
+            mirror_axes = plan.get("inference", {}).get("mirror_axes", [])
+            parts["mirrorings"] = 2 ** len(mirror_axes) if decides_postprocessing(plan) else 0
         return parts
 
     def steps_per_epoch(self, plan: dict, num_train_cases: int) -> int:
@@ -374,7 +380,7 @@ class SegmentationTask(Task):
         only when mirrored, which unmirrored validation could not see (Dice 0.83 where 0.93 was due)."""
         from medsight.tasks.postprocessing import decide
 
-        if not len(data) or not plan.get("postprocessing", {}).get("decide_on_validation", True):
+        if not len(data) or not decides_postprocessing(plan):
             return {"largest_components": {}, "min_component_size": {}}
         preds, refs, voxel_volumes = [], [], []
         for cid in data.ids:
