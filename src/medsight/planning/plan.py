@@ -11,6 +11,7 @@ import torch
 from medsight import __version__
 from medsight.datasets.manifest import Manifest, atomic_write_text
 from medsight.errors import PlanError
+from medsight.training.ema import ema_decay
 
 PLAN_NAME = "plan.json"
 PLAN_VERSION = 1
@@ -97,6 +98,7 @@ def validate_plan(plan: dict, path: Path | None = None) -> dict:
         raise PlanError(f"plan lacks {', '.join(missing)}", path=path, fix="delete plan.json and run `medsight plan` again")
     if int(plan["epochs"]) < 1 or int(plan["steps_per_epoch"]) < 1 or int(plan["batch_size"]) < 1:
         raise PlanError("epochs, steps_per_epoch and batch_size must be >= 1", path=path)
+    ema_decay(plan, path)
     validate_regions(plan, path)
     return plan
 
@@ -176,7 +178,8 @@ def summary_table(plan: dict) -> str:
         ("normalisation", ", ".join(n["scheme"] for n in plan["normalization"])),
         ("batch size", str(plan["batch_size"])),
         ("loss", plan["loss"]["name"] + (" (sigmoid per region)" if plan.get("region_training") else "")),
-        ("optimiser", f"{plan['optimizer']['name']} lr={plan['optimizer']['lr']} {plan['optimizer'].get('schedule', '')}"),
+        ("optimiser", f"{plan['optimizer']['name']} lr={plan['optimizer']['lr']} {plan['optimizer'].get('schedule', '')}"
+                      + (f", weights averaged (EMA {plan['optimizer']['ema']})" if plan["optimizer"].get("ema") else "")),
         ("training", f"{plan['epochs']} epochs x {plan['steps_per_epoch']} steps"
                      f" (budget {plan.get('budget_minutes')} min, step {plan.get('measured_step_seconds')} s on "
                      f"{plan.get('device_planned')})"),

@@ -16,6 +16,7 @@ from medsight.progress import progress as progress_bar
 from medsight.tasks.base import Task
 from medsight.training.checkpoint import load_checkpoint, save_checkpoint
 from medsight.training.distributed import DistContext, barrier, mean_over_processes, unwrap, wrap_model
+from medsight.training.ema import ema_decay, weight_average
 from medsight.training.optim import build_optimizer
 from medsight.training.precision import as_float, autocast, uses_grad_scaler
 
@@ -60,6 +61,8 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
     model = wrap_model(model, ctx, device)  # before the optimiser: wrapping replaces batch-norm modules
     optimizer, scheduler = build_optimizer(unwrap(model), plan, total_steps=epochs * steps)
     scaler = torch.amp.GradScaler("cuda") if uses_grad_scaler(device, plan) else None
+    decay = ema_decay(plan)
+    average = weight_average(unwrap(model), decay) if decay else None
     start_epoch, best_score = 0, float("-inf")
     latest = fold_dir / LATEST
     if resume:
@@ -72,8 +75,15 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if average is not None:  # the plan hash matched, so this run kept an average too
+            average.load_state_dict(state["ema"])
         start_epoch = int(state["epoch"]) + 1
         best_score = float(state.get("best_score", float("-inf")))
+
+    def kept() -> torch.nn.Module:
+        """The weights validated and kept in the best and final checkpoints: the average, or the model's own."""
+        return average.module if average is not None else unwrap(model)
+
     log_path = fold_dir / "log.jsonl"
     history = _read_log(log_path, start_epoch) if resume else []
     if ctx.is_main:
@@ -106,25 +116,29 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
                 optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update_parameters(unwrap(model))
             total += float(loss.detach())
             count += 1
         train_loss = mean_over_processes(total / max(count, 1), ctx)
         row = {"epoch": epoch, "train_loss": round(train_loss, 6), "lr": scheduler.get_last_lr()[0]}
         every = int(plan.get("validation", {}).get("every", 1))
         if ctx.is_main and val_data is not None and len(val_data) and ((epoch + 1) % every == 0 or epoch == epochs - 1):
-            metrics = task.validate(unwrap(model), val_data, plan, device)
+            metrics = task.validate(kept(), val_data, plan, device)
             row.update({f"val_{k}": round(float(v), 6) for k, v in metrics.items()})
             score = float(metrics.get("score", float("-inf")))
             if score > best_score:
                 best_score = score
-                save_checkpoint(fold_dir / BEST, {"model": unwrap(model).state_dict(), "epoch": epoch}, p_hash)
+                save_checkpoint(fold_dir / BEST, {"model": kept().state_dict(), "epoch": epoch}, p_hash)
         row["seconds"] = round(time.perf_counter() - t0, 3)
         if ctx.is_main:
             with open(log_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            save_checkpoint(latest, {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score},
-                            p_hash)
+            state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score}
+            if average is not None:
+                state["ema"] = average.state_dict()
+            save_checkpoint(latest, state, p_hash)
             bar.set_postfix({k: v for k, v in row.items() if k in ("train_loss", "val_score")})
             if print_epochs:
                 print(f"{fold_dir.name} epoch {epoch + 1}/{epochs}: " + ", ".join(
@@ -132,6 +146,6 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
         barrier(ctx)
     final = fold_dir / FINAL
     if ctx.is_main:
-        save_checkpoint(final, {"model": unwrap(model).state_dict(), "epoch": epochs - 1}, p_hash)
+        save_checkpoint(final, {"model": kept().state_dict(), "epoch": epochs - 1}, p_hash)
     barrier(ctx)
     return final
