@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from medsight.nets import UNet, plan_unet, unet_divisor
+from medsight.nets.unet import receptive_field
 
 
 def small_unet_2d(deep_supervision: bool = False, **kw) -> UNet:
@@ -120,6 +121,31 @@ def test_plan_stops_at_the_minimum_feature_map():
     # (64, 16) -> (32, 8) -> (16, 4) -> (8, 4): the last pooling is along the long axis alone
     assert plan_unet(patch_size=(64, 16), spacing=(1.0, 1.0))["strides"] == [[1, 1], [2, 2], [2, 2], [2, 1]]
     assert plan_unet(patch_size=(64, 64), spacing=(1, 1), min_feature_map=8)["strides"] == [[1, 1]] + [[2, 2]] * 3
+
+
+def test_receptive_field_by_hand_and_by_probing_the_network():
+    # 3 stages, kernels 3: encoder 1 +2 +2 | +2 +4 | +4 +8 = 23; decoder +2*2*2 +2*2*1 = 35
+    strides, kernels = [[1, 1], [2, 2], [2, 2]], [[3, 3]] * 3
+    assert receptive_field(strides, kernels) == [35, 35]
+    # anisotropic kernel 1 along an axis widens nothing there: 1 + 0 | +0 +0 | ... and the decoder adds 0
+    assert receptive_field([[1, 1], [2, 1]], [[3, 1], [3, 1]])[1] == 1
+    # the network itself: the gradient of the centre output reaches exactly that many input pixels
+    # batch norm in eval mode is pointwise (instance norm would couple every pixel through its statistics)
+    net = UNet(2, 1, 1, features=[2, 2, 2], strides=strides, kernel_sizes=kernels, norm="batch").eval()
+    x = torch.zeros(1, 1, 64, 64, requires_grad=True)
+    net(x)[0, 0, 32, 32].backward()
+    rows = torch.nonzero(x.grad[0, 0].abs().sum(1)).flatten()
+    assert int(rows.max() - rows.min() + 1) == 35  # the encoder alone would see 23
+
+
+def test_plan_stops_once_the_receptive_field_covers_the_patch():
+    full = plan_unet(patch_size=(256, 256), spacing=(1.0, 1.0), base_features=16)
+    cut = plan_unet(patch_size=(256, 256), spacing=(1.0, 1.0), base_features=16, stop_at_patch=True)
+    assert len(full["strides"]) == 7 and len(cut["strides"]) == 6
+    # 5 stages see 155 < 256 pixels; 6 see 315 >= 256
+    assert receptive_field(cut["strides"][:5], cut["kernel_sizes"][:5]) == [155, 155]
+    assert receptive_field(cut["strides"], cut["kernel_sizes"]) == [315, 315]
+    assert cut["features"] == full["features"][:6]
 
 
 def test_planned_net_builds_and_runs():

@@ -16,7 +16,7 @@ import torch
 from monai.networks.blocks import UnetBasicBlock, UnetOutBlock, UnetUpBlock
 from torch import Tensor, nn
 
-__all__ = ["UNet", "plan_unet", "unet_divisor"]
+__all__ = ["UNet", "plan_unet", "receptive_field", "unet_divisor"]
 
 _NORMS = {
     "instance": ("INSTANCE", {"affine": True}),
@@ -143,8 +143,33 @@ def _he_init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def receptive_field(strides: Sequence[Sequence[int]], kernel_sizes: Sequence[Sequence[int]]) -> list[int]:
+    """Per axis, the input extent one full-resolution output of :class:`UNet` sees (encoder and decoder).
+
+    Each convolution widens it by ``(kernel - 1) * jump``, ``jump`` being the product of the strides above
+    it; a stage has two convolutions, the encoder's first strided; a transposed convolution whose kernel
+    equals its stride maps each output to one input and widens nothing.
+
+    >>> receptive_field([[1, 1], [2, 2]], [[3, 3], [3, 3]])  # 1 + 2 + 2 | + 2 + 2*2 | + 2 + 2 (decoder)
+    [15, 15]
+    """
+    field = []
+    for axis in range(len(strides[0])):
+        rf, jump, jumps = 1, 1, []
+        for stride, kernel in zip(strides, kernel_sizes):
+            rf += (kernel[axis] - 1) * jump
+            jump *= stride[axis]
+            rf += (kernel[axis] - 1) * jump
+            jumps.append(jump)
+        for level in reversed(range(len(strides) - 1)):
+            rf += 2 * (kernel_sizes[level][axis] - 1) * jumps[level]
+        field.append(rf)
+    return field
+
+
 def plan_unet(patch_size: Sequence[int], spacing: Sequence[float], base_features: int = 32,
-              max_features: int | None = None, min_feature_map: int = 4, max_stages: int = 7) -> dict:
+              max_features: int | None = None, min_feature_map: int = 4, max_stages: int = 7,
+              stop_at_patch: bool = False) -> dict:
     """nnU-Net's topology rules: ``dict(features, strides, kernel_sizes)`` for a patch at a spacing.
 
     At each new stage, an axis is pooled (stride 2) when its feature map is at least ``2 * min_feature_map``
@@ -152,7 +177,9 @@ def plan_unet(patch_size: Sequence[int], spacing: Sequence[float], base_features
     current spacing is less than twice the finest current spacing, so anisotropic data pools in-plane first.
     An axis gets kernel 3 once its spacing is within 2x of the finest (kernel 1 before, nnU-Net's 3x3x1),
     and keeps it. Features double per stage from ``base_features`` up to ``max_features`` (320 in 3D,
-    512 in 2D). At most ``max_stages`` stages. Pad patches to :func:`unet_divisor` of the strides.
+    512 in 2D). At most ``max_stages`` stages; with ``stop_at_patch``, no stage is added once the
+    :func:`receptive_field` covers the patch on every axis (what a CPU plan does in 2D, see
+    ``medsight.tasks.segmentation``). Pad patches to :func:`unet_divisor` of the strides.
     """
     dims = len(patch_size)
     if dims not in (2, 3) or len(spacing) != dims:
@@ -168,6 +195,8 @@ def plan_unet(patch_size: Sequence[int], spacing: Sequence[float], base_features
         kernel = [3 if k == 3 or current[a] / min(current) < 2 else 1 for a, k in enumerate(kernel)]
         kernels.append(list(kernel))
         if len(strides) == max_stages:
+            break
+        if stop_at_patch and all(f >= p for f, p in zip(receptive_field(strides, kernels), patch_size)):
             break
         axes = _axes_to_pool(size, current, min_feature_map)
         if not axes:

@@ -25,8 +25,14 @@ PATCH_BUDGET = {("cpu", 2): (256 * 256, 4), ("cpu", 3): (64 ** 3, 2),
 #: U-Net base widths a CPU plan chooses from (narrowest first); a GPU plan takes nnU-Net's 32
 BASE_FEATURES = (8, 16, 24, 32)
 #: optimiser steps a CPU plan must afford before it widens the network: on small data more steps of a
-#: narrow U-Net beat few steps of a wide one (nnU-Net's 250k steps are out of reach on a CPU)
-MIN_STEPS = {2: 1000, 3: 400}
+#: narrow U-Net beat few steps of a wide one (nnU-Net's 250k steps are out of reach on a CPU). DRIVE, 20 min
+#: on one core: base 16 x 2750 steps reached validation Dice 0.814 against 0.810-0.813 for base 32 x 1250
+#: steps, and 0.80 in 190-250 s against 435 s (NOTES.md, session 11)
+MIN_STEPS = {2: 1500, 3: 400}
+#: a CPU plan in 2D stops adding U-Net stages once the receptive field covers the patch (nnU-Net pools
+#: down to 4 pixels: a 256^2 patch gets 7 stages that see 635 pixels, 6 see 315); the 7th stage costs 14 %
+#: of a base-16 step and 13M of its 21M parameters for context outside the patch
+CPU_2D_STOP_AT_PATCH = True
 #: a 3D CPU plan whose patch covers less of the median image than this works at a coarser spacing
 #: (nnU-Net's ``3d_lowres`` threshold; a CPU budget cannot afford the full-resolution cascade stage)
 LOWRES_COVERAGE = 0.25
@@ -140,10 +146,12 @@ def lowres_spacing(median_shape: list[float], spacing: list[float], max_voxels: 
 
 
 def _with_base_width(rules: dict, nd: int, spacing: list[float], base: int) -> dict:
-    """A candidate plan (for timing a step) of ``rules`` with a U-Net of base width ``base``."""
+    """A candidate plan (for timing a step) of ``rules`` with a U-Net of base width ``base`` (its stages as
+    many as the rules' U-Net has)."""
     from medsight.nets.unet import plan_unet
 
-    network = {**rules["network"], **plan_unet(rules["patch_size"], spacing, base_features=base)}
+    stages = len(rules["network"]["strides"])
+    network = {**rules["network"], **plan_unet(rules["patch_size"], spacing, base_features=base, max_stages=stages)}
     return {**rules, "dims": nd, "channels_last": False, "network": network}
 
 
@@ -204,8 +212,9 @@ class SegmentationTask(Task):
         less than :data:`LOWRES_COVERAGE` of the median image works at the coarser spacing of
         :func:`lowres_spacing` (``target_spacing``, ``lowres``; predictions are resampled back to each
         input's grid). On a CPU, with ``measure``, training runs in bfloat16 autocast where this CPU times it
-        faster (``mixed_precision``), and the U-Net's base width is the widest of :data:`BASE_FEATURES`
-        whose timed step still affords :data:`MIN_STEPS` steps in the budget."""
+        faster (``mixed_precision``), the U-Net's base width is the widest of :data:`BASE_FEATURES`
+        whose timed step still affords :data:`MIN_STEPS` steps in the budget, and in 2D its stages stop
+        once they see the whole patch (:data:`CPU_2D_STOP_AT_PATCH`)."""
         from medsight.nets.unet import plan_unet, unet_divisor
 
         nd = manifest.dims
@@ -217,7 +226,8 @@ class SegmentationTask(Task):
             median = [m * s / c for m, s, c in zip(median, spacing, coarse)]
             spacing = coarse
         patch = patch_size_rule(median, spacing, max_vox)
-        topo = plan_unet(patch, spacing, base_features=32)
+        topo = plan_unet(patch, spacing, base_features=32,
+                         stop_at_patch=CPU_2D_STOP_AT_PATCH and nd == 2 and device.type != "cuda")
         div = unet_divisor(topo["strides"])
         patch = [int(np.ceil(p / d) * d) for p, d in zip(patch, div)]
         whole = all(p >= m for p, m in zip(patch, median))
@@ -250,7 +260,7 @@ class SegmentationTask(Task):
                 rules["precision_step_seconds"] = timings
             candidate["mixed_precision"] = rules["mixed_precision"]
             base = self._base_features_for_budget(candidate, nd, spacing, device, float(budget))
-            rules["network"].update(plan_unet(patch, spacing, base_features=base))
+            rules["network"].update(plan_unet(patch, spacing, base_features=base, max_stages=len(topo["strides"])))
         return rules
 
     def _cpu_precision(self, rules: dict, nd: int, spacing: list[float],
