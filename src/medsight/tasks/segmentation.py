@@ -26,8 +26,8 @@ PATCH_BUDGET = {("cpu", 2): (256 * 256, 4), ("cpu", 3): (64 ** 3, 2),
 BASE_FEATURES = (8, 16, 24, 32)
 #: optimiser steps a CPU plan must afford before it widens the network: on small data more steps of a
 #: narrow U-Net beat few steps of a wide one (nnU-Net's 250k steps are out of reach on a CPU). DRIVE, 20 min
-#: on one core: base 16 x 2750 steps reached validation Dice 0.814 against 0.810-0.813 for base 32 x 1250
-#: steps, and 0.80 in 190-250 s against 435 s (NOTES.md, session 11)
+#: on one core: base 16 x 2650 steps (6 stages) ended at Dice 0.817 inside the FOV against 0.813-0.815 for
+#: base 32 x 1250 steps, and reached 0.80 in 316 s against 435 s (NOTES.md, session 11)
 MIN_STEPS = {2: 1500, 3: 400}
 #: a CPU plan in 2D stops adding U-Net stages once the receptive field covers the patch (nnU-Net pools
 #: down to 4 pixels: a 256^2 patch gets 7 stages that see 635 pixels, 6 see 315); the 7th stage costs 14 %
