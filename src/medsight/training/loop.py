@@ -120,12 +120,16 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
                 average.update_parameters(unwrap(model))
             total += float(loss.detach())
             count += 1
+        steps_seconds = time.perf_counter() - t0
         train_loss = mean_over_processes(total / max(count, 1), ctx)
-        row = {"epoch": epoch, "train_loss": round(train_loss, 6), "lr": scheduler.get_last_lr()[0]}
+        row = {"epoch": epoch, "train_loss": round(train_loss, 6), "lr": scheduler.get_last_lr()[0],
+               "steps_seconds": round(steps_seconds, 3)}
         every = int(plan.get("validation", {}).get("every", 1))
         if ctx.is_main and val_data is not None and len(val_data) and ((epoch + 1) % every == 0 or epoch == epochs - 1):
+            started = time.perf_counter()
             metrics = task.validate(kept(), val_data, plan, device)
             row.update({f"val_{k}": round(float(v), 6) for k, v in metrics.items()})
+            row["validation_seconds"] = round(time.perf_counter() - started, 3)
             score = float(metrics.get("score", float("-inf")))
             if score > best_score:
                 best_score = score
