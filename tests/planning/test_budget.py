@@ -63,6 +63,18 @@ def test_epochs_count_data_checkpoint_validation_and_the_final_mirrored_predicti
     assert plan["validation"]["every"] == 1 and plan["epochs"] == int((1140 - 1.6) // 32.4)
 
 
+def test_a_step_timed_inside_an_epoch_replaces_step_plus_data():
+    from medsight.planning.budget import schedule_epochs
+
+    parts = {"step": 0.5, "data_per_step": 0.1, "step_in_epoch": 0.7, "checkpoint": 2.0,
+             "validation_per_case": 0.1, "validation_cases": 4, "mirrorings": 0}
+    plan = {"steps_per_epoch": 50, "measured_step_seconds": 0.5, "measured_epoch_parts": parts,
+            "validation": {"every": 1, "fraction_of_time": 0.1}}
+    schedule_epochs(plan, 20.0, margin=0.05)
+    # 50 x 0.7 + 2 = 37 s of training an epoch (not 50 x 0.6 + 2 = 32), 0.4 s of validation every epoch
+    assert plan["validation"]["every"] == 1 and plan["epochs"] == int(1140 // 37.4) == 30
+
+
 def test_without_measured_parts_the_flat_allowances_stay():
     from medsight.planning.budget import epochs_for_budget, schedule_epochs
 
@@ -86,6 +98,8 @@ def test_epoch_parts_are_timed_on_a_real_case(tmp_path, shared_data):
     fingerprint = api.fingerprint(ds, workers=1, progress=False)
     parts = get_task("segmentation").measure_epoch_parts(manifest, plan, torch.device("cpu"), fingerprint)
     assert parts["data_per_step"] > 0 and parts["validation_per_case"] > 0 and parts["checkpoint"] > 0
+    # a real batch and the step on it: at least the batch's own building time
+    assert parts["step_in_epoch"] > parts["data_per_step"]
     assert parts["mirrorings"] == 2 ** len(plan["inference"]["mirror_axes"])
     assert not list(ds.glob("**/timed.pt"))  # timed in a temporary folder, nothing left in the dataset
 

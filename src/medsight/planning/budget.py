@@ -11,34 +11,49 @@ from medsight.training.optim import build_optimizer
 from medsight.training.precision import as_float, autocast
 
 
-def measure_step_seconds(task, plan: dict, device: torch.device, repeats: int = 3, warmup: int = 2) -> float:
-    """Seconds of the fastest of ``repeats`` optimiser steps of the plan's network, loss and batch on ``device``, in
-    the plan's precision, after ``warmup`` untimed steps (bfloat16 kernels on a CPU need two to be built).
-
-    The minimum, as ``timeit`` takes it: noise only adds time. A U-Net step of Shenzhen's plan at base 16 on one
-    core timed 0.91-1.09 s one step at a time, either side of the 0.94 s that decides its width (so one plan took
-    base 16, the next base 8); the fastest of three timed 0.91-0.94 s in the same trials."""
+def _training_step(task, plan: dict, device: torch.device) -> tuple[torch.nn.Module, Callable]:
+    """The plan's network (seeded) in train mode and ``step(x, y)``: one optimiser step as the training loop
+    takes it (precision, loss, gradient clipping)."""
     torch.manual_seed(0)
     model = task.build_network(plan).to(device)
     if plan.get("channels_last") and plan["dims"] == 2:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = task.build_loss(plan)
     optimizer, _ = build_optimizer(model, plan, total_steps=10)
-    x, y = task.example_batch(plan)
-    x = x.to(device)
-    y = y.to(device) if torch.is_tensor(y) else y
     model.train()
-    times = []
-    for i in range(repeats + warmup):
-        t0 = time.perf_counter()
+
+    def step(x, y) -> None:
+        x = x.to(device)
+        if plan.get("channels_last") and plan["dims"] == 2:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(device) if torch.is_tensor(y) else y
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, plan):
             outputs = model(x)
         loss = loss_fn(as_float(outputs), y)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
+
+    return model, step
+
+
+def measure_step_seconds(task, plan: dict, device: torch.device, repeats: int = 3, warmup: int = 2) -> float:
+    """Seconds of the fastest of ``repeats`` optimiser steps of the plan's network, loss and batch on ``device``, in
+    the plan's precision, after ``warmup`` untimed steps (bfloat16 kernels on a CPU need two to be built).
+
+    The minimum, as ``timeit`` takes it: noise only adds time. A U-Net step of Shenzhen's plan at base 16 on one
+    core timed 0.91-1.09 s one step at a time, either side of the 0.94 s that decides its width (so one plan took
+    base 16, the next base 8); the fastest of three timed 0.91-0.94 s in the same trials. It decides widths; the
+    epoch count uses the steps timed inside an epoch (:func:`measure_epoch_parts`)."""
+    _, step = _training_step(task, plan, device)
+    x, y = task.example_batch(plan)
+    times = []
+    for i in range(repeats + warmup):
+        t0 = time.perf_counter()
+        step(x, y)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return min(times)
@@ -53,12 +68,14 @@ def epochs_for_budget(step_seconds: float, steps_per_epoch: int, budget_minutes:
 
 
 def measure_epoch_parts(task, manifest, plan: dict, device: torch.device, fingerprint: dict | None = None,
-                        batches: int = 4) -> dict[str, float]:
+                        batches: int = 4, cycles: int = 4) -> dict[str, float]:
     """Seconds of what an epoch costs beside its optimiser steps, timed on one real case of median size
     preprocessed as training will have it: building one training batch (``data_per_step``: reading, sampling
     and augmenting patches; on a 2-core machine it runs between the steps), validating the case as the
     training loop validates (``validation_per_case``) and writing one checkpoint of the network with an
-    optimiser's two moments (``checkpoint``: the loop saves one every epoch).
+    optimiser's two moments (``checkpoint``: the loop saves one every epoch), and the mean seconds of a step
+    inside an epoch (``step_in_epoch``: a real batch built, then the step on it, ``cycles`` times after two
+    untimed), which the epoch count uses.
 
     A DRIVE epoch of 50 timed 0.90 s steps took 57 s, not the 52 s a flat 15 % for data gave, and a BraTS
     epoch 125 s for 116: the gap is these parts, which differ by data set."""
@@ -79,8 +96,13 @@ def measure_epoch_parts(task, manifest, plan: dict, device: torch.device, finger
         for _ in task.training_batches(data, plan, (int(plan.get("seed", 0)), 0), batches):
             pass
         data_s = (time.perf_counter() - t0) / batches
-        torch.manual_seed(0)
-        model = task.build_network(plan).to(device)
+        model, step = _training_step(task, plan, device)
+        times, t0 = [], time.perf_counter()
+        for i, (x, y) in enumerate(task.training_batches(data, plan, (int(plan.get("seed", 0)), 1), cycles + 2)):
+            step(x, y)
+            if i >= 2:
+                times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
         t0 = time.perf_counter()
         task.validate(model, data, plan, device)
         validation_s = time.perf_counter() - t0
@@ -89,8 +111,8 @@ def measure_epoch_parts(task, manifest, plan: dict, device: torch.device, finger
         t0 = time.perf_counter()
         save_checkpoint(out / "timed.pt", {"model": state, "optimizer": moments, "epoch": 0}, "timing")
         checkpoint_s = time.perf_counter() - t0
-    return {"data_per_step": round(data_s, 4), "validation_per_case": round(validation_s, 3),
-            "checkpoint": round(checkpoint_s, 3)}
+    return {"data_per_step": round(data_s, 4), "step_in_epoch": round(sum(times) / len(times), 4),
+            "validation_per_case": round(validation_s, 3), "checkpoint": round(checkpoint_s, 3)}
 
 
 def _median_labelled_case(manifest, fingerprint: dict | None):
@@ -110,7 +132,8 @@ def schedule_epochs(plan: dict, budget_minutes: float, margin: float = 0.05) -> 
     """Set ``plan["epochs"]`` (and, with measured epoch parts, ``plan["validation"]["every"]``) for the budget.
 
     With ``measured_epoch_parts`` (``step``, ``data_per_step``, ``validation_per_case``, ``checkpoint``,
-    ``validation_cases``, ``mirrorings``): validation runs every k-th epoch, the smallest k that keeps it within
+    ``validation_cases``, ``mirrorings``, and ``step_in_epoch``, which replaces step + data where present):
+    validation runs every k-th epoch, the smallest k that keeps it within
     ``validation.fraction_of_time`` of the training time; the end of training predicts the validation cases once
     more with every mirroring (the post-processing decision), which comes off the budget first, and
     ``margin`` of it is left for start-up. Without them: :func:`epochs_for_budget`'s flat allowances."""
@@ -121,7 +144,8 @@ def schedule_epochs(plan: dict, budget_minutes: float, margin: float = 0.05) -> 
         plan["epochs"] = epochs_for_budget(plan["measured_step_seconds"], plan["steps_per_epoch"], budget_minutes,
                                            share)
         return
-    train_s = plan["steps_per_epoch"] * (parts["step"] + parts["data_per_step"]) + parts["checkpoint"]
+    per_step = parts.get("step_in_epoch") or parts["step"] + parts["data_per_step"]
+    train_s = plan["steps_per_epoch"] * per_step + parts["checkpoint"]
     validate_s = parts["validation_cases"] * parts["validation_per_case"]
     every = max(1, math.ceil(validate_s / max(share * train_s, 1e-9)))
     final_s = validate_s * parts["mirrorings"]

@@ -187,7 +187,8 @@ def summary_table(plan: dict) -> str:
     parts = plan.get("measured_epoch_parts")
     if parts:
         every = plan.get("validation", {}).get("every", 1)
-        rows.append(("epoch parts", f"data {parts['data_per_step']} s a step, checkpoint {parts['checkpoint']} s, "
+        in_epoch = f"a step {parts['step_in_epoch']} s inside an epoch, " if parts.get("step_in_epoch") else ""
+        rows.append(("epoch parts", f"{in_epoch}data {parts['data_per_step']} s a step, checkpoint {parts['checkpoint']} s, "
                                     f"validation {parts['validation_per_case']} s a case x {parts['validation_cases']}"
                                     f" every {every} epoch{'s' if every > 1 else ''}"))
     if plan.get("mixed_precision") == "bf16":
