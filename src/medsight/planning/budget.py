@@ -8,12 +8,12 @@ from collections.abc import Callable, Sequence
 import torch
 
 from medsight.training.optim import build_optimizer
-from medsight.training.precision import as_float, autocast
+from medsight.training.step import optimizer_step
 
 
 def _training_step(task, plan: dict, device: torch.device) -> tuple[torch.nn.Module, Callable]:
-    """The plan's network (seeded) in train mode and ``step(x, y)``: one optimiser step as the training loop
-    takes it (precision, loss, gradient clipping)."""
+    """The plan's network (seeded) in train mode and ``step(x, y)``: the training loop's
+    :func:`~medsight.training.step.optimizer_step` on it (finished on a GPU before it returns)."""
     torch.manual_seed(0)
     model = task.build_network(plan).to(device)
     if plan.get("channels_last") and plan["dims"] == 2:
@@ -23,17 +23,7 @@ def _training_step(task, plan: dict, device: torch.device) -> tuple[torch.nn.Mod
     model.train()
 
     def step(x, y) -> None:
-        x = x.to(device)
-        if plan.get("channels_last") and plan["dims"] == 2:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = y.to(device) if torch.is_tensor(y) else y
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, plan):
-            outputs = model(x)
-        loss = loss_fn(as_float(outputs), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
-        optimizer.step()
+        optimizer_step(model, loss_fn, optimizer, x, y, plan, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
 

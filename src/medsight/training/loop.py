@@ -18,7 +18,8 @@ from medsight.training.checkpoint import load_checkpoint, save_checkpoint
 from medsight.training.distributed import DistContext, barrier, mean_over_processes, unwrap, wrap_model
 from medsight.training.ema import ema_decay, weight_average
 from medsight.training.optim import build_optimizer
-from medsight.training.precision import as_float, autocast, uses_grad_scaler
+from medsight.training.precision import uses_grad_scaler
+from medsight.training.step import optimizer_step
 
 LATEST = "checkpoint_latest.pt"
 FINAL = "checkpoint_final.pt"
@@ -97,28 +98,11 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
         model.train()
         total, count = 0.0, 0
         for x, y in task.training_batches(train_data, plan, (seed, epoch), steps, rank=ctx.rank, world=ctx.world):
-            x = x.to(device, non_blocking=True)
-            if plan.get("channels_last") and plan["dims"] == 2:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True) if torch.is_tensor(y) else y
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device, plan):
-                outputs = model(x)
-            loss = loss_fn(as_float(outputs), y)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
-                optimizer.step()
+            loss = optimizer_step(model, loss_fn, optimizer, x, y, plan, device, scaler)
             scheduler.step()
             if average is not None:
                 average.update_parameters(unwrap(model))
-            total += float(loss.detach())
+            total += float(loss)
             count += 1
         steps_seconds = time.perf_counter() - t0
         train_loss = mean_over_processes(total / max(count, 1), ctx)
