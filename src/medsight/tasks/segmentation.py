@@ -31,9 +31,9 @@ BASE_FEATURES = (8, 16, 24, 32)
 MIN_STEPS = {2: 1500, 3: 400}
 #: a CPU plan in 2D stops adding U-Net stages once the receptive field covers the patch (nnU-Net pools
 #: down to 4 pixels: a 256^2 patch gets 7 stages that see 635 pixels, 6 see 315); the 7th stage costs 14 %
-#: of a base-16 step and 13M of its 21M parameters for context outside the patch. Nor did the 7th help a
-#: large organ: Shenzhen folds 2 and 3 (same width and 53 epochs) gave lung Dice 0.920, 0.866, 0.883, 0.905
-#: with 7 stages against 0.930, 0.871, 0.881, 0.933 with 6 (NOTES.md, session 12)
+#: of a base-16 step and 13M of its 21M parameters for context outside the patch, and a large organ gains
+#: nothing from it: Shenzhen folds 2 and 3 (same width and 53 epochs) gave lung Dice 0.920, 0.866, 0.883,
+#: 0.905 with 7 stages against 0.930, 0.871, 0.881, 0.933 with 6 (NOTES.md, session 12)
 CPU_2D_STOP_AT_PATCH = True
 #: a 3D CPU plan whose patch covers less of the median image than this works at a coarser spacing
 #: (nnU-Net's ``3d_lowres`` threshold; a CPU budget cannot afford the full-resolution cascade stage)
