@@ -8,16 +8,14 @@ from collections.abc import Callable, Sequence
 import torch
 
 from medsight.training.optim import build_optimizer
-from medsight.training.step import optimizer_step
+from medsight.training.step import build_model, optimizer_step
 
 
 def _training_step(task, plan: dict, device: torch.device) -> tuple[torch.nn.Module, Callable]:
-    """The plan's network (seeded) in train mode and ``step(x, y)``: the training loop's
-    :func:`~medsight.training.step.optimizer_step` on it (finished on a GPU before it returns)."""
+    """The plan's network (seeded, built as the training loop builds it) in train mode and ``step(x, y)``: the
+    loop's :func:`~medsight.training.step.optimizer_step` on it (finished on a GPU before it returns)."""
     torch.manual_seed(0)
-    model = task.build_network(plan).to(device)
-    if plan.get("channels_last") and plan["dims"] == 2:
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(task, plan, device)
     loss_fn = task.build_loss(plan)
     optimizer, _ = build_optimizer(model, plan, total_steps=10)
     model.train()

@@ -19,7 +19,7 @@ from medsight.training.distributed import DistContext, barrier, mean_over_proces
 from medsight.training.ema import ema_decay, weight_average
 from medsight.training.optim import build_optimizer
 from medsight.training.precision import uses_grad_scaler
-from medsight.training.step import optimizer_step
+from medsight.training.step import build_model, optimizer_step
 
 LATEST = "checkpoint_latest.pt"
 FINAL = "checkpoint_final.pt"
@@ -55,9 +55,7 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
     seed = int(plan["seed"])
     epochs, steps = int(plan["epochs"]), int(plan["steps_per_epoch"])
     torch.manual_seed(seed)
-    model = task.build_network(plan).to(device)
-    if plan.get("channels_last") and plan["dims"] == 2:
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(task, plan, device)
     loss_fn = task.build_loss(plan)
     model = wrap_model(model, ctx, device)  # before the optimiser: wrapping replaces batch-norm modules
     optimizer, scheduler = build_optimizer(unwrap(model), plan, total_steps=epochs * steps)

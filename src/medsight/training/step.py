@@ -1,4 +1,5 @@
-"""One optimiser step as training takes it: the loop runs it, and the plan times it (``planning/budget``)."""
+"""The network and one optimiser step as training takes them: the loop runs them, and the plan times them
+(``planning/budget``)."""
 from __future__ import annotations
 
 import torch
@@ -8,6 +9,14 @@ from medsight.training.precision import as_float, autocast
 
 #: gradients are clipped to this global norm before every step (nnU-Net's 12)
 GRAD_CLIP_NORM = 12.0
+
+
+def build_model(task, plan: dict, device: torch.device) -> nn.Module:
+    """The plan's network on ``device``, in channels-last memory where a 2D plan asks (seed torch first)."""
+    model = task.build_network(plan).to(device)
+    if plan.get("channels_last") and plan["dims"] == 2:
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def optimizer_step(model: nn.Module, loss_fn, optimizer: torch.optim.Optimizer, x: torch.Tensor, y, plan: dict,
