@@ -11,9 +11,10 @@ from medsight.training.optim import build_optimizer
 from medsight.training.step import build_model, optimizer_step
 
 
-def _training_step(task, plan: dict, device: torch.device) -> tuple[torch.nn.Module, Callable]:
-    """The plan's network (seeded, built as the training loop builds it) in train mode and ``step(x, y)``: the
-    loop's :func:`~medsight.training.step.optimizer_step` on it (finished on a GPU before it returns)."""
+def _training_step(task, plan: dict, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer, Callable]:
+    """The plan's network (seeded, built as the training loop builds it) in train mode, its optimiser, and
+    ``step(x, y)``: the loop's :func:`~medsight.training.step.optimizer_step` on them (finished on a GPU before
+    it returns)."""
     torch.manual_seed(0)
     model = build_model(task, plan, device)
     loss_fn = task.build_loss(plan)
@@ -25,7 +26,7 @@ def _training_step(task, plan: dict, device: torch.device) -> tuple[torch.nn.Mod
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    return model, step
+    return model, optimizer, step
 
 
 def measure_step_seconds(task, plan: dict, device: torch.device, repeats: int = 3, warmup: int = 2) -> float:
@@ -36,7 +37,7 @@ def measure_step_seconds(task, plan: dict, device: torch.device, repeats: int = 
     core timed 0.91-1.09 s one step at a time, either side of the 0.94 s that decides its width (so one plan took
     base 16, the next base 8); the fastest of three timed 0.91-0.94 s in the same trials. It decides widths; the
     epoch count uses the steps timed inside an epoch (:func:`measure_epoch_parts`)."""
-    _, step = _training_step(task, plan, device)
+    _, _, step = _training_step(task, plan, device)
     x, y = task.example_batch(plan)
     times = []
     for i in range(repeats + warmup):
@@ -60,10 +61,11 @@ def measure_epoch_parts(task, manifest, plan: dict, device: torch.device, finger
     """Seconds of what an epoch costs beside its optimiser steps, timed on one real case of median size
     preprocessed as training will have it: building one training batch (``data_per_step``: reading, sampling
     and augmenting patches; on a 2-core machine it runs between the steps), validating the case as the
-    training loop validates (``validation_per_case``) and writing one checkpoint of the network with an
-    optimiser's two moments (``checkpoint``: the loop saves one every epoch), and the mean seconds of a step
-    inside an epoch (``step_in_epoch``: a real batch built, then the step on it, ``cycles`` times after two
-    untimed), which the epoch count uses; ``data_per_step`` is the building part of those cycles.
+    training loop validates (``validation_per_case``) and writing one checkpoint of the network with its
+    optimiser's state after the timed steps (``checkpoint``: the loop saves one every epoch), and the mean
+    seconds of a step inside an epoch (``step_in_epoch``: a real batch built, then the step on it, ``cycles``
+    times after two untimed), which the epoch count uses; ``data_per_step`` is the building part of those
+    cycles.
 
     A DRIVE epoch of 50 timed 0.90 s steps took 57 s, not the 52 s a flat 15 % for data gave, and a BraTS
     epoch 125 s for 116: the gap is these parts, which differ by data set."""
@@ -80,7 +82,7 @@ def measure_epoch_parts(task, manifest, plan: dict, device: torch.device, finger
         out = Path(tmp)
         preprocess_case(case, manifest, plan, out)
         data = CachedCases(out, [case.id])
-        model, step = _training_step(task, plan, device)
+        model, optimizer, step = _training_step(task, plan, device)
         built, cycled, t0 = [], [], time.perf_counter()
         for i, (x, y) in enumerate(task.training_batches(data, plan, (int(plan.get("seed", 0)), 0), cycles + 2)):
             t1 = time.perf_counter()
@@ -92,10 +94,9 @@ def measure_epoch_parts(task, manifest, plan: dict, device: torch.device, finger
         t0 = time.perf_counter()
         task.validate(model, data, plan, device)
         validation_s = time.perf_counter() - t0
-        state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
-        moments = {f"{k}.{m}": v.clone() for k, v in state.items() for m in ("exp_avg", "exp_avg_sq")}
         t0 = time.perf_counter()
-        save_checkpoint(out / "timed.pt", {"model": state, "optimizer": moments, "epoch": 0}, "timing")
+        save_checkpoint(out / "timed.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                           "epoch": 0}, "timing")
         checkpoint_s = time.perf_counter() - t0
     return {"data_per_step": round(sum(built) / len(built), 4), "step_in_epoch": round(sum(cycled) / len(cycled), 4),
             "validation_per_case": round(validation_s, 3), "checkpoint": round(checkpoint_s, 3)}
