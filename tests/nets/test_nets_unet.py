@@ -138,6 +138,36 @@ def test_receptive_field_by_hand_and_by_probing_the_network():
     assert int(rows.max() - rows.min() + 1) == 35  # the encoder alone would see 23
 
 
+def test_one_convolution_decoder_sees_less_and_keeps_the_outputs():
+    # 3 stages; the bottleneck sees 23 pixels (jump 4). One k3 convolution at level 1 joins 2 bottleneck
+    # units (23 + 4 = 27); at level 0 it joins 2 level-1 units, which share their bottleneck units or not by
+    # the position's parity: 27 or 23 + 2*4 = 31. Two convolutions a stage give 35 everywhere.
+    strides, kernels = [[1, 1], [2, 2], [2, 2]], [[3, 3]] * 3
+    extents = {}
+    for convs in (1, 2):
+        net = UNet(2, 1, 1, features=[2, 2, 2], strides=strides, kernel_sizes=kernels, norm="batch",
+                   decoder_convs=convs).eval()
+        extents[convs] = []
+        for pos in range(28, 32):
+            x = torch.zeros(1, 1, 64, 64, requires_grad=True)
+            net(x)[0, 0, pos, pos].backward()
+            rows = torch.nonzero(x.grad[0, 0].abs().sum(1)).flatten()
+            extents[convs].append(int(rows.max() - rows.min() + 1))
+    assert extents == {1: [27, 31, 31, 27], 2: [35, 35, 35, 35]}
+    # the decoder loses each stage's second convolution and nothing else: deep supervision still works
+    two = UNet(2, 1, 3, features=[4, 8, 16], strides=strides, kernel_sizes=kernels, deep_supervision=True)
+    one = UNet(2, 1, 3, features=[4, 8, 16], strides=strides, kernel_sizes=kernels, deep_supervision=True,
+               decoder_convs=1)
+    dropped = sum(w * w * 9 + 2 * w for w in (4, 8))  # conv2 weights (no bias: norm follows) + norm2 affine
+    conv2_bias = sum(p.numel() for n, p in two.named_parameters() if "conv_block.conv2.conv.bias" in n)
+    assert sum(p.numel() for p in two.parameters()) - sum(p.numel() for p in one.parameters()) == \
+        dropped + conv2_bias
+    outputs = one.train()(torch.randn(2, 1, 32, 32))
+    assert [tuple(o.shape) for o in outputs] == [(2, 3, 32, 32)]
+    with pytest.raises(ValueError, match="decoder_convs"):
+        UNet(2, 1, 1, features=[2, 2], strides=strides[:2], kernel_sizes=kernels[:2], decoder_convs=3)
+
+
 def test_plan_stops_once_the_receptive_field_covers_the_patch():
     full = plan_unet(patch_size=(256, 256), spacing=(1.0, 1.0), base_features=16)
     cut = plan_unet(patch_size=(256, 256), spacing=(1.0, 1.0), base_features=16, stop_at_patch=True)

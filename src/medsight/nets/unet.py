@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 from monai.networks.blocks import UnetBasicBlock, UnetOutBlock, UnetUpBlock
+from monai.networks.blocks.dynunet_block import get_conv_layer
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import Tensor, nn
 
 __all__ = ["UNet", "plan_unet", "receptive_field", "unet_divisor"]
@@ -47,7 +49,9 @@ class UNet(nn.Module):
 
     ``features``, ``strides`` and ``kernel_sizes`` hold one entry per stage (``strides[0]`` all ones);
     strides and kernels are per axis, so anisotropic stages such as ``[1, 2, 2]`` or ``[3, 3, 1]`` work.
-    Skip connections concatenate; every output head is a 1x1 convolution.
+    Skip connections concatenate; every output head is a 1x1 convolution. ``decoder_convs=1`` keeps only
+    the first conv-norm-act of each decoder stage (the one that reads the concatenated skip): a fifth less
+    convolution work per step, which a CPU plan takes (``medsight.tasks.segmentation``).
 
     With ``deep_supervision`` the model returns, in ``train()`` mode, a list of logits: full resolution
     first, then each coarser decoder level except the lowest (nnU-Net computes that one and weighs it 0;
@@ -59,15 +63,18 @@ class UNet(nn.Module):
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, features: Sequence[int],
                  strides: Sequence[Sequence[int]], kernel_sizes: Sequence[Sequence[int]],
                  deep_supervision: bool = False, norm: str = "instance", act: str = "leakyrelu",
-                 dropout: float | None = None):
+                 dropout: float | None = None, decoder_convs: int = 2):
         super().__init__()
         _check_topology(spatial_dims, features, strides, kernel_sizes)
+        if decoder_convs not in (1, 2):
+            raise ValueError(f"decoder_convs must be 1 or 2, got {decoder_convs}")
         norm_name, act_name = _choice(_NORMS, norm, "norm"), _choice(_ACTS, act, "activation")
         self.spatial_dims, self.deep_supervision = spatial_dims, deep_supervision
         self.features = [int(f) for f in features]
         self.strides = [[int(s) for s in stage] for stage in strides]
         self.kernel_sizes = [[int(k) for k in stage] for stage in kernel_sizes]
         self.divisor = unet_divisor(self.strides)
+        self.decoder_convs = int(decoder_convs)
 
         self.encoder = nn.ModuleList()
         channels = in_channels
@@ -81,6 +88,10 @@ class UNet(nn.Module):
                         self.strides[i + 1], norm_name, act_name, dropout)
             for i in range(len(self.features) - 1)
         )
+        if self.decoder_convs == 1:
+            for i, up in enumerate(self.decoder):
+                up.conv_block = _ConvNormAct(spatial_dims, 2 * self.features[i], self.features[i],
+                                             self.kernel_sizes[i], norm_name, act_name, dropout)
         num_heads = max(1, len(self.features) - 2) if deep_supervision else 1
         self.heads = nn.ModuleList(
             UnetOutBlock(spatial_dims, self.features[i], out_channels) for i in range(num_heads)
@@ -123,6 +134,21 @@ class UNet(nn.Module):
             raise ValueError(f"input size {tuple(x.shape[2:])} is not a multiple of {tuple(self.divisor)}")
 
 
+class _ConvNormAct(nn.Module):
+    """One conv-norm-act, named as the first half of MONAI's ``UnetBasicBlock`` (``conv1``, ``norm1``)."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: Sequence[int],
+                 norm_name, act_name, dropout: float | None):
+        super().__init__()
+        self.conv1 = get_conv_layer(spatial_dims, in_channels, out_channels, kernel_size=kernel_size, stride=1,
+                                    dropout=dropout, act=None, norm=None, conv_only=False)
+        self.norm1 = get_norm_layer(name=norm_name, spatial_dims=spatial_dims, channels=out_channels)
+        self.lrelu = get_act_layer(name=act_name)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lrelu(self.norm1(self.conv1(x)))
+
+
 def _check_topology(spatial_dims: int, features, strides, kernel_sizes) -> None:
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -148,7 +174,9 @@ def receptive_field(strides: Sequence[Sequence[int]], kernel_sizes: Sequence[Seq
 
     Each convolution widens it by ``(kernel - 1) * jump``, ``jump`` being the product of the strides above
     it; a stage has two convolutions, the encoder's first strided; a transposed convolution whose kernel
-    equals its stride maps each output to one input and widens nothing.
+    equals its stride maps each output to one input and widens nothing. (With ``decoder_convs=1`` the
+    extent depends on the output's position modulo the strides, so no single number describes it; the
+    planning rules size the stages by the two-convolution layout.)
 
     >>> receptive_field([[1, 1], [2, 2]], [[3, 3], [3, 3]])  # 1 + 2 + 2 | + 2 + 2*2 | + 2 + 2 (decoder)
     [15, 15]
