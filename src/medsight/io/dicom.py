@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import SimpleITK as sitk
 
 from medsight.errors import InputError
 from medsight.io.image import Image
@@ -60,6 +59,8 @@ def _to_2d(image: Image) -> Image:
 
 def read_dicom_file(path: Path) -> Image:
     """Read one DICOM file: 2D (rows, columns) for one frame, 3D (x, y, frames) for several."""
+    import SimpleITK as sitk
+
     reader = sitk.ImageFileReader()
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileName(str(path))
@@ -98,6 +99,8 @@ def _series_tags(first_file: str) -> dict[str, str]:
 
 def list_dicom_series(folder: str | Path) -> list[DicomSeries]:
     """The DICOM series in ``folder`` (not its subfolders), each with its files sorted by position."""
+    import SimpleITK as sitk
+
     folder = _folder(folder)
     series = []
     for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
@@ -128,6 +131,8 @@ def _choose_series(folder: Path, series_uid: str | None) -> DicomSeries:
 
 def read_series(folder: str | Path, series_uid: str | None = None) -> Image:
     """Read one DICOM series of ``folder`` as a 3D (x, y, z) image; ``series_uid`` picks among several."""
+    import SimpleITK as sitk
+
     folder = _folder(folder)
     chosen = _choose_series(folder, series_uid)
     reader = sitk.ImageSeriesReader()

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 
 from medsight.errors import InputError
 from medsight.io.formats import image_extension
 from medsight.io.image import Image
 from medsight.io.info import ImageInfo
 from medsight.io.validation import output_dtype
+
+if TYPE_CHECKING:  # SimpleITK loads in 0.2 s: only the functions that touch a file import it
+    import SimpleITK as sitk
 
 FORMAT_NAMES = {".nrrd": "NRRD", ".nhdr": "NRRD", ".mha": "MetaImage", ".mhd": "MetaImage",
                 ".nii": "NIfTI", ".nii.gz": "NIfTI", ".dcm": "DICOM"}
@@ -49,6 +52,8 @@ def image_from_sitk(img: sitk.Image, rows_first_2d: bool = True) -> Image:
 
     ``rows_first_2d=False`` transposes 2D images to (x, y) as nibabel does for 2D NIfTI.
     """
+    import SimpleITK as sitk
+
     dim = img.GetDimension()
     if dim not in (2, 3, 4):
         raise ValueError(f"{dim}D images are not supported")
@@ -80,6 +85,8 @@ def image_from_sitk(img: sitk.Image, rows_first_2d: bool = True) -> Image:
 
 def image_to_sitk(image: Image, rows_first_2d: bool = True) -> sitk.Image:
     """Convert an ``Image`` to SimpleITK (several channels become vector pixels)."""
+    import SimpleITK as sitk
+
     array = image.array
     if array.dtype == bool:
         array = array.astype(np.uint8)
@@ -100,6 +107,8 @@ def image_to_sitk(image: Image, rows_first_2d: bool = True) -> sitk.Image:
 
 def read_sitk(path: Path, rows_first_2d: bool = True, image_io: str = "") -> Image:
     """Read any SimpleITK-readable file into an ``Image``; failures become one-line InputErrors."""
+    import SimpleITK as sitk
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     if image_io:
@@ -117,6 +126,8 @@ def read_sitk(path: Path, rows_first_2d: bool = True, image_io: str = "") -> Ima
 
 def read_sitk_info(path: Path, rows_first_2d: bool = True, image_io: str = "") -> ImageInfo:
     """Geometry and voxel type from the header only (ImageFileReader.ReadImageInformation)."""
+    import SimpleITK as sitk
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     if image_io:
@@ -149,5 +160,7 @@ def read_sitk_info(path: Path, rows_first_2d: bool = True, image_io: str = "") -
 
 def write_sitk(image: Image, path: Path) -> None:
     """Write NRRD or MetaImage (.mha) with full geometry, gzip-compressed."""
+    import SimpleITK as sitk
+
     sitk.WriteImage(image_to_sitk(image), str(path), useCompression=True)
 
