@@ -116,7 +116,7 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
 
     Returns the run folder (default ``DATASET_DIR/run``) holding ``plan.json``, ``run.json`` and ``fold_K/``.
     """
-    from medsight.training.distributed import barrier, finish_distributed, init_distributed
+    from medsight.training.distributed import barrier, finish_distributed, init_distributed, process_device
     from medsight.training.loop import train_fold
 
     dataset_dir = Path(dataset_dir).resolve()
@@ -124,6 +124,9 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
     manifest = Manifest.load(dataset_dir)
     dev = resolve_device(device)
     set_threads(threads)
+    dev = process_device(dev, torch.cuda.device_count() if dev.type == "cuda" else 0)
+    if dev.type == "cuda" and dev.index is not None:
+        torch.cuda.set_device(dev)
     ctx = init_distributed(dev)
     finished = False
     try:

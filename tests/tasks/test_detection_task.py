@@ -142,7 +142,7 @@ def test_resume_with_the_selective_sampler_equals_an_uninterrupted_run(bccd_subs
     plan = shrink(ds, epochs=2)
     plan["validation"]["every"] = 2  # validate after epoch 1 only (its call is where the cut happens)
     (ds / "plan.json").write_text(json.dumps(plan, indent=1))
-    full = api.train(ds, fold=0, out=tmp_path / "full", quiet=True, threads=1)
+    full = api.train(ds, fold=0, out=tmp_path / "full", quiet=True, threads=1, device="cpu")
     for p in (cache_dir(ds, plan) / "selective_sampling").iterdir():
         p.unlink()  # the cut run must write (and replay) its own loss files
 
@@ -154,9 +154,10 @@ def test_resume_with_the_selective_sampler_equals_an_uninterrupted_run(bccd_subs
 
     monkeypatch.setattr(DetectionTask, "validate", cut_at_validation)
     with pytest.raises(Cut):  # epoch 1 ends in validation, before its checkpoint: the latest is epoch 0's
-        api.train(ds, fold=0, out=tmp_path / "cut", quiet=True, threads=1)
+        api.train(ds, fold=0, out=tmp_path / "cut", quiet=True, threads=1, device="cpu")
     monkeypatch.undo()
-    cut = api.train(ds, fold=0, out=tmp_path / "cut", resume=True, quiet=True, threads=1)
+    cut = api.train(ds, fold=0, out=tmp_path / "cut", resume=True, quiet=True, threads=1,
+                    device="cpu")
     a = load_checkpoint(full / "fold_0" / FINAL)["model"]
     b = load_checkpoint(cut / "fold_0" / FINAL)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -22,7 +22,7 @@ def test_budget_sizes_the_unet_and_the_plan_passes_it_through(shared_data, tmp_p
     assert tiny[0] == BASE_FEATURES[0] and huge[0] == BASE_FEATURES[-1] == unmeasured[0] == 32
     assert len(tiny) == len(huge)  # width changes, depth (from the patch) does not
     assert MIN_STEPS[2] > MIN_STEPS[3] > 0
-    plan = api.plan(ds, budget_minutes=0.001, quiet=True)
+    plan = api.plan(ds, budget_minutes=0.001, quiet=True, device="cpu")  # a GPU plan takes nnU-Net's 32
     assert plan["network"]["features"][0] == BASE_FEATURES[0] and plan["budget_minutes"] == 0.001
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 
 
 def _losses(run):
@@ -40,12 +41,27 @@ def test_two_processes_match_one(tiny_breast, tmp_path, optimizer, rtol):
     env = {**os.environ, "MEDSIGHT_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     one = tmp_path / "one"
     two = tmp_path / "two"
-    subprocess.run([sys.executable, "-m", "medsight", "train", str(tiny_breast), "--out", str(one), "--threads", "1"],
+    subprocess.run([sys.executable, "-m", "medsight", "train", str(tiny_breast), "--out", str(one), "--threads", "1",
+                    "--device", "cpu"],
                    check=True, env=env, capture_output=True, timeout=600)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "medsight", "train", str(tiny_breast), "--out", str(two), "--threads", "1"],
+                        "-m", "medsight", "train", str(tiny_breast), "--out", str(two), "--threads", "1",
+                        "--device", "cpu"],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = _losses(one), _losses(two)
     assert len(a) == len(b) == 3
     np.testing.assert_allclose(a, b, rtol=rtol)
+
+
+def test_each_torchrun_process_gets_its_own_gpu():
+    from medsight.errors import InputError
+    from medsight.training.distributed import process_device
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    two = {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}
+    assert process_device(cuda, gpus=2, env=two) == torch.device("cuda", 1)
+    assert process_device(cpu, gpus=2, env=two) == cpu  # gloo on CPU: nothing to map
+    assert process_device(torch.device("cuda", 1), gpus=2, env={}) == torch.device("cuda", 1)  # one process
+    with pytest.raises(InputError, match=r"more processes on this node than it has GPUs \(1\).*--nproc_per_node 1"):
+        process_device(cuda, gpus=1, env=two)

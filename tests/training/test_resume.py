@@ -14,7 +14,8 @@ from medsight.training.checkpoint import load_checkpoint
 
 
 def _train_cmd(ds, out, *extra):
-    return [sys.executable, "-m", "medsight", "train", str(ds), "--out", str(out), "--threads", "1", *extra]
+    return [sys.executable, "-m", "medsight", "train", str(ds), "--out", str(out), "--threads", "1",
+            "--device", "cpu", *extra]  # bit-equal resume is a CPU promise (GPU kernels may not be deterministic)
 
 
 def test_resume_after_kill_equals_uninterrupted(tiny_breast, tmp_path):

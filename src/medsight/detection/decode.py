@@ -48,7 +48,7 @@ def decode_maps(heatmap: torch.Tensor, size: torch.Tensor, offset: torch.Tensor,
     classes = flat // cells_per_class
     cell_index = flat % cells_per_class
     cell = torch.stack(torch.unravel_index(cell_index, tuple(grid)), dim=1)  # (N, nd)
-    stride_t = torch.as_tensor(list(stride), dtype=torch.float64)
+    stride_t = torch.as_tensor(list(stride), dtype=torch.float64, device=heatmap.device)
     off = offset.reshape(nd, -1)[:, cell_index].T.double()
     log_size = size.reshape(nd, -1)[:, cell_index].T.double().clamp(*LOG_SIZE_RANGE)
     centre = (cell.double() + off) * stride_t

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from medsight.errors import InputError
 
 
 @dataclass
@@ -32,6 +35,19 @@ def init_distributed(device: torch.device) -> DistContext:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistContext(rank=dist.get_rank(), world=dist.get_world_size(),
                        local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def process_device(device: torch.device, gpus: int, env: Mapping[str, str] | None = None) -> torch.device:
+    """The device of this training process: under torchrun on GPUs, ``cuda:LOCAL_RANK`` (NCCL refuses two
+    processes on one GPU); otherwise ``device`` as it is. More processes per node than GPUs is refused."""
+    env = os.environ if env is None else env
+    world, local_rank = int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0"))
+    if device.type != "cuda" or world <= 1:
+        return device
+    if local_rank >= gpus:
+        raise InputError(f"torchrun started more processes on this node than it has GPUs ({gpus}): process "
+                         f"{local_rank} has none", fix=f"use --nproc_per_node {gpus}, or --device cpu")
+    return torch.device("cuda", local_rank)
 
 
 def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
