@@ -46,33 +46,37 @@ def test_the_fastest_timed_step_is_taken_and_warm_up_is_not_timed():
 def test_epochs_count_data_checkpoint_validation_and_the_final_mirrored_prediction():
     from medsight.planning.budget import schedule_epochs
 
-    parts = {"step": 0.5, "data_per_step": 0.1, "checkpoint": 2.0, "validation_per_case": 3.0,
+    parts = {"step": 0.5, "data_per_step": 0.1, "checkpoint": 1.0, "validation_per_case": 3.0,
              "validation_cases": 4, "mirrorings": 4}
     plan = {"steps_per_epoch": 50, "measured_step_seconds": 0.5, "measured_epoch_parts": parts,
             "validation": {"every": 1, "fraction_of_time": 0.1}}
     schedule_epochs(plan, 20.0, margin=0.05)
-    # an epoch trains 50 x (0.5 + 0.1) + 2 = 32 s; validating 4 cases takes 12 s, more than 10 % of 32 s
-    # until every 4th epoch (12 / 4 = 3 <= 3.2); the final prediction with 4 mirrorings costs 48 s
+    # an epoch trains 50 x (0.5 + 0.1) + 1 = 31 s; validating 4 cases takes 12 s, more than 10 % of 31 s
+    # until every 4th epoch (12 / 4 = 3 <= 3.1); the final prediction with 4 mirrorings costs 48 s
     assert plan["validation"]["every"] == 4
-    assert plan["epochs"] == int((1200 * 0.95 - 48) // (32 + 3))
+    assert plan["epochs"] == int((1200 * 0.95 - 48) // (31 + 3))
     schedule_epochs(plan, 40.0, margin=0.05)
-    assert plan["epochs"] == int((2400 * 0.95 - 48) // (32 + 3))
+    assert plan["epochs"] == int((2400 * 0.95 - 48) // (31 + 3))
     cheap = {**parts, "validation_per_case": 0.1}
     plan["measured_epoch_parts"] = cheap
     schedule_epochs(plan, 20.0, margin=0.05)
-    assert plan["validation"]["every"] == 1 and plan["epochs"] == int((1140 - 1.6) // 32.4)
+    assert plan["validation"]["every"] == 1 and plan["epochs"] == int((1140 - 1.6) // 31.4)
+    # a write slower than 5 % of the epoch's 30 s of steps is paced by the loop: it costs 1.5 s an epoch
+    plan["measured_epoch_parts"] = {**cheap, "checkpoint": 10.0}
+    schedule_epochs(plan, 20.0, margin=0.05)
+    assert plan["epochs"] == int((1140 - 1.6) // (30 + 1.5 + 0.4))
 
 
 def test_a_step_timed_inside_an_epoch_replaces_step_plus_data():
     from medsight.planning.budget import schedule_epochs
 
-    parts = {"step": 0.5, "data_per_step": 0.1, "step_in_epoch": 0.7, "checkpoint": 2.0,
+    parts = {"step": 0.5, "data_per_step": 0.1, "step_in_epoch": 0.7, "checkpoint": 1.0,
              "validation_per_case": 0.1, "validation_cases": 4, "mirrorings": 0}
     plan = {"steps_per_epoch": 50, "measured_step_seconds": 0.5, "measured_epoch_parts": parts,
             "validation": {"every": 1, "fraction_of_time": 0.1}}
     schedule_epochs(plan, 20.0, margin=0.05)
-    # 50 x 0.7 + 2 = 37 s of training an epoch (not 50 x 0.6 + 2 = 32), 0.4 s of validation every epoch
-    assert plan["validation"]["every"] == 1 and plan["epochs"] == int(1140 // 37.4) == 30
+    # 50 x 0.7 + 1 = 36 s of training an epoch (not 50 x 0.6 + 1 = 31), 0.4 s of validation every epoch
+    assert plan["validation"]["every"] == 1 and plan["epochs"] == int(1140 // 36.4) == 31
 
 
 def test_without_measured_parts_the_flat_allowances_stay():
@@ -116,11 +120,11 @@ def test_another_budget_reuses_the_measured_parts(tmp_path, shared_data):
     api.import_dataset(src, ds, format="pairs", label_map="0:1,255:0", n_folds=3, progress=False)
     plan = api.plan(ds, budget_minutes=1, quiet=True, measure=False)
     plan["measured_step_seconds"] = 0.5
-    plan["measured_epoch_parts"] = {"step": 0.5, "data_per_step": 0.1, "checkpoint": 2.0, "validation_per_case": 3.0,
+    plan["measured_epoch_parts"] = {"step": 0.5, "data_per_step": 0.1, "checkpoint": 1.0, "validation_per_case": 3.0,
                                     "validation_cases": 1, "mirrorings": 4}
     (ds / "plan.json").write_text(json.dumps(plan))
     again = api.ensure_plan(ds, budget_minutes=10, quiet=True)
-    train_s = plan["steps_per_epoch"] * 0.6 + 2.0
-    assert again["validation"]["every"] == 1  # 3 s of validation is within a tenth of a 32 s epoch
+    train_s = plan["steps_per_epoch"] * 0.6 + 1.0
+    assert again["validation"]["every"] == 1  # 3 s of validation is within a tenth of a 31 s epoch
     assert again["epochs"] == int((600 * 0.95 - 12) // (train_s + 3.0))
     assert json.loads((ds / "plan.json").read_text())["epochs"] == again["epochs"]

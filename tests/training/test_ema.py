@@ -69,7 +69,7 @@ def _with_average(dataset, epochs: int) -> None:
 
 def test_final_checkpoint_holds_the_average_and_resume_continues_it(tiny_breast, tmp_path, monkeypatch):
     _with_average(tiny_breast, epochs=3)
-    full = api.train(tiny_breast, out=tmp_path / "full", quiet=True, threads=1) / "fold_0"
+    full = api.train(tiny_breast, out=tmp_path / "full", quiet=True, threads=1, device="cpu") / "fold_0"
     latest = load_checkpoint(full / loop.LATEST)
     final = load_checkpoint(full / loop.FINAL)["model"]
     raw = latest["model"]
@@ -90,12 +90,13 @@ def test_final_checkpoint_holds_the_average_and_resume_continues_it(tiny_breast,
             raise KeyboardInterrupt
 
     monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(loop, "CHECKPOINT_SHARE", float("inf"))  # a latest checkpoint after every epoch
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        api.train(tiny_breast, out=cut, quiet=True, threads=1)
+        api.train(tiny_breast, out=cut, quiet=True, threads=1, device="cpu")
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
     assert not (cut / "fold_0" / loop.FINAL).exists()
-    api.train(tiny_breast, out=cut, resume=True, quiet=True, threads=1)
+    api.train(tiny_breast, out=cut, resume=True, quiet=True, threads=1, device="cpu")
     resumed = load_checkpoint(cut / "fold_0" / loop.FINAL)["model"]
     for k in final:
         torch.testing.assert_close(resumed[k], final[k], rtol=0, atol=0, msg=f"average differs at {k}")

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from medsight.training.loop import CHECKPOINT_SHARE
 from medsight.training.optim import build_optimizer
 from medsight.training.step import build_model, optimizer_step
 
@@ -98,8 +99,13 @@ def measure_epoch_parts(task, manifest, plan: dict, device: torch.device, finger
         save_checkpoint(out / "timed.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                            "epoch": 0}, "timing")
         checkpoint_s = time.perf_counter() - t0
-    return {"data_per_step": round(sum(built) / len(built), 4), "step_in_epoch": round(sum(cycled) / len(cycled), 4),
-            "validation_per_case": round(validation_s, 3), "checkpoint": round(checkpoint_s, 3)}
+    return {"data_per_step": _figures(sum(built) / len(built)), "step_in_epoch": _figures(sum(cycled) / len(cycled)),
+            "validation_per_case": _figures(validation_s), "checkpoint": _figures(checkpoint_s)}
+
+
+def _figures(seconds: float, digits: int = 4) -> float:
+    """``seconds`` to ``digits`` significant figures (a fixed number of decimals reads 0 on a fast machine)."""
+    return float(f"{seconds:.{digits}g}")
 
 
 def _median_labelled_case(manifest, fingerprint: dict | None):
@@ -132,7 +138,8 @@ def schedule_epochs(plan: dict, budget_minutes: float, margin: float = 0.05) -> 
                                            share)
         return
     per_step = parts.get("step_in_epoch") or parts["step"] + parts["data_per_step"]
-    train_s = plan["steps_per_epoch"] * per_step + parts["checkpoint"]
+    steps_s = plan["steps_per_epoch"] * per_step
+    train_s = steps_s + min(parts["checkpoint"], CHECKPOINT_SHARE * steps_s)  # the loop paces its writes
     validate_s = parts["validation_cases"] * parts["validation_per_case"]
     every = max(1, math.ceil(validate_s / max(share * train_s, 1e-9)))
     final_s = validate_s * parts["mirrorings"]
