@@ -60,16 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto",
                    choices=["auto", "msd", "pairs", "cases", "folder-csv", "folder-json", "medmnist", "voc", "dicom"])
     p.add_argument("--task", choices=["classification", "detection", "segmentation"])
-    p.add_argument("--images-dir")
-    p.add_argument("--labels-dir")
-    p.add_argument("--eval-mask-dir")
-    p.add_argument("--label-map", help="raw:value pairs, e.g. 0:1,255:0 (ISBI membranes are the 0 pixels)")
-    p.add_argument("--label-names", help="value:name pairs naming the label values, e.g. 1:vessel")
-    p.add_argument("--regions", help="overlapping structures to score, e.g. 'whole=1,2,3,4;core=1,3,4;enhancing=4'")
-    p.add_argument("--csv")
-    p.add_argument("--min-box-size", type=int, metavar="VOXELS",
-                   help="with --task detection on masks: components under this many voxels make no box (default 20)")
-    p.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
+    _add_importer_arguments(p)
     p.add_argument("--val-cases", nargs="+", metavar="ID",
                    help="one fixed split instead of folds: these case ids validate, the rest train "
                         "(ids, or a text file of ids)")
@@ -125,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir")
     p.add_argument("--format", default="auto")
     p.add_argument("--task", choices=["classification", "detection", "segmentation"])
+    _add_importer_arguments(p)
     p.add_argument("--fold", type=_fold, default=0)
     p.add_argument("--val-cases", nargs="+", metavar="ID", help="one fixed split: these case ids validate")
     p.add_argument("--budget-minutes", type=float)
@@ -223,6 +215,31 @@ def build_parser() -> argparse.ArgumentParser:
 THREADED_STUDIES = ("pretrain", "lesions", "mil", "localise", "weak")
 
 
+IMPORTER_ARGUMENTS = ("images_dir", "labels_dir", "eval_mask_dir", "label_map", "label_names", "regions", "csv",
+                      "min_box_size")
+
+
+def _add_importer_arguments(p: argparse.ArgumentParser) -> None:
+    """The importer's options, shared by ``import`` and ``run`` (which imports first)."""
+    p.add_argument("--images-dir")
+    p.add_argument("--labels-dir")
+    p.add_argument("--eval-mask-dir")
+    p.add_argument("--label-map", help="raw:value pairs, e.g. 0:1,255:0 (ISBI membranes are the 0 pixels)")
+    p.add_argument("--label-names", help="value:name pairs naming the label values, e.g. 1:vessel")
+    p.add_argument("--regions", help="overlapping structures to score, e.g. 'whole=1,2,3,4;core=1,3,4;enhancing=4'")
+    p.add_argument("--csv")
+    p.add_argument("--min-box-size", type=int, metavar="VOXELS",
+                   help="with --task detection on masks: components under this many voxels make no box (default 20)")
+    p.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
+
+
+def _importer_options(args: argparse.Namespace) -> dict:
+    """``--option KEY=VALUE`` pairs and the importer arguments given, as keyword arguments of the import."""
+    opts = _options(args.option)
+    opts.update({k: getattr(args, k) for k in IMPORTER_ARGUMENTS if getattr(args, k) is not None})
+    return opts
+
+
 def dispatch(args: argparse.Namespace) -> None:
     """Call the API function of the parsed command."""
     from medsight import api
@@ -232,13 +249,8 @@ def dispatch(args: argparse.Namespace) -> None:
 
         set_threads(args.threads)
     if args.command == "import":
-        opts = _options(args.option)
-        for k in ("images_dir", "labels_dir", "eval_mask_dir", "label_map", "label_names", "regions", "csv",
-                  "min_box_size"):
-            if getattr(args, k) is not None:
-                opts[k] = getattr(args, k)
         m = api.import_dataset(args.source, args.dataset_dir, format=args.format, task=args.task,
-                               n_folds=args.folds, val_cases=args.val_cases, **opts)
+                               n_folds=args.folds, val_cases=args.val_cases, **_importer_options(args))
         print(f"imported {len(m.cases)} {m.task} cases ({m.dims}D, channels {', '.join(m.channels)}, "
               f"{len(m.splits)} folds) into {args.dataset_dir}")
     elif args.command == "plan":
@@ -260,7 +272,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "run":
         res = api.run(args.source, args.out_dir, format=args.format, task=args.task, fold=args.fold,
                       budget_minutes=args.budget_minutes, epochs=args.epochs, device=args.device,
-                      val_cases=args.val_cases, **_options(args.option))
+                      val_cases=args.val_cases, n_folds=args.folds, **_importer_options(args))
         print(f"report: {res['report']}")
     elif args.command == "compare":
         from medsight.compare import compare
