@@ -112,3 +112,34 @@ def test_empty_field_of_view_is_a_warning(drive: Path, tmp_path: Path):
     m = import_dataset(tmp_path / "src", tmp_path / "ds", progress=False)
     assert m.extra["warnings"] == [f"{tmp_path / 'src' / 'mask' / '23_training_mask.gif'}: evaluation mask is "
                                    "empty: case 23_training will score nothing"]
+
+
+def test_images_without_a_picture_are_warnings(shared_data: Path):
+    from medsight.datasets.check import degenerate_image
+    from medsight.io import read_image
+
+    isic = shared_data / "isic_uda1"
+    # ISIC_0000002.jpg decodes, but every column holds one value; ISIC_0000101.jpg is a lesion
+    striped = read_image(isic / "ISIC_0000002.jpg").array
+    assert degenerate_image(striped) == ("every column holds one value (vertical stripes): likely a corrupt or "
+                                         "placeholder image")
+    assert degenerate_image(np.ascontiguousarray(np.swapaxes(striped, 1, 2))).startswith("every row holds one value")
+    assert degenerate_image(read_image(isic / "ISIC_0000101.jpg").array) is None
+    assert degenerate_image(np.full((1, 8, 8), 3.0)) == "is constant (every voxel 3.0): it holds no picture"
+    # a real BraTS slice repeated along the third axis is a volume with one slice's picture
+    flair = np.asarray(nib.load(shared_data / "brats_examples/brats_2013_pat0003_1/Flair_subtrMeanDivStd.nii.gz")
+                       .dataobj, dtype=np.float32)
+    assert degenerate_image(flair[None]) is None
+    assert "one slice repeated" in degenerate_image(np.repeat(flair[None, :, :, 70:71], 5, axis=3))
+
+
+def test_import_warns_of_striped_images_and_logs_each_kind_three_times(shared_data: Path, tmp_path: Path, caplog):
+    isic = shared_data / "isic_uda1"
+    names = ["ISIC_0000002", "ISIC_0000003", "ISIC_0000005", "ISIC_0000006", "ISIC_0000101", "ISIC_0000102"]
+    link_files([isic / f"{n}.{ext}" for n in names for ext in ("jpg", "json")], tmp_path / "src")
+    with caplog.at_level("WARNING"):
+        m = import_dataset(tmp_path / "src", tmp_path / "ds", format="folder-json", n_folds=2, progress=False)
+    striped = [w for w in m.extra["warnings"] if "vertical stripes" in w]
+    assert sorted(Path(w.split(": ")[0]).name for w in striped) == [f"{n}.jpg" for n in names[:4]]
+    logged = [r.getMessage() for r in caplog.records if "vertical stripes" in r.getMessage()]
+    assert len(logged) == 4 and logged[-1].startswith("... and 1 more files: every column holds one value")

@@ -5,6 +5,8 @@ Checked: every image readable, no NaN/Inf voxels, the channel files of a case on
 count the manifest declares; a mask single-channel (or channels repeating one value), on its image's
 grid, integer-valued, every value mapped by ``label_mapping`` and declared in ``labels`` (an empty mask
 is a warning); an evaluation mask on the image's grid; boxes inside their image; class values declared.
+An image that holds no picture is a warning: constant, or constant along an axis (every column one value:
+80 of the 440 ISIC UDA-1 JPEGs are such vertical stripes).
 """
 from __future__ import annotations
 
@@ -64,6 +66,32 @@ def _check_finite(array: np.ndarray, ref: str) -> None:
                              fix="replace them (e.g. with 0) before importing")
 
 
+#: an image "does not vary" along an axis when no line along it spans more than this share of its value range
+FLAT_SHARE = 0.01
+
+
+def degenerate_image(array: np.ndarray) -> str | None:
+    """Why a channel-first image holds no picture, or None: constant, or constant along a spatial axis
+    (a 2D image whose every column, or row, holds one value; a volume that repeats one slice)."""
+    finite = array[np.isfinite(array)] if array.dtype.kind in "fc" else array
+    if finite.size == 0:
+        return None
+    span = float(finite.max()) - float(finite.min())
+    if span == 0:
+        return f"is constant (every voxel {finite.flat[0]}): it holds no picture"
+    nd = array.ndim - 1
+    for axis in range(nd):
+        along = np.ptp(array, axis=axis + 1)
+        if float(np.nanmax(along)) <= FLAT_SHARE * span:
+            if nd == 2:
+                what = "every column holds one value (vertical stripes)" if axis == 0 else \
+                    "every row holds one value (horizontal stripes)"
+            else:
+                what = f"every line along axis {axis} holds one value (one slice repeated)"
+            return f"{what}: likely a corrupt or placeholder image"
+    return None
+
+
 def _check_boxes(case: Case, shape: tuple[int, ...], ref: str) -> None:
     nd = len(shape)
     # 2D boxes are (x = column, y = row): extent (columns, rows); 3D boxes are voxel indices (i, j, k)
@@ -86,6 +114,9 @@ def check_case(case: Case, spec: CheckSpec) -> CaseFacts:
     for ref in case.images:
         image = _read(ref)
         _check_finite(image.array, ref)
+        flat = degenerate_image(image.array)
+        if flat:
+            facts.warnings.append(f"{ref}: {flat}")
         n_channels += image.num_channels
         if first is None:
             first = image

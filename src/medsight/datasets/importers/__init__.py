@@ -173,13 +173,26 @@ def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "a
         check_warnings += convert_to_detection(manifest, manifest.regions or None,
                                                DEFAULT_MIN_SIZE if min_box_size is None else int(min_box_size),
                                                workers=workers, progress=progress)
-    for warning in check_warnings:
-        log.warning(warning)
+    _log_warnings(check_warnings)
     manifest.splits = make_splits(manifest.cases, manifest.task, n_folds=int(n_folds))
     if warnings or check_warnings:
         manifest.extra["warnings"] = warnings + check_warnings
     manifest.save(dataset_dir)
     return manifest
+
+
+def _log_warnings(warnings: list[str], shown: int = 3) -> None:
+    """Log the import's warnings, at most ``shown`` of each kind (the text after the file's name) and then a
+    count; every one of them stays in the manifest (``extra.warnings``)."""
+    kinds: dict[str, int] = {}
+    for warning in warnings:
+        kind = warning.split(": ", 1)[-1]
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kinds[kind] <= shown:
+            log.warning(warning)
+    for kind, count in kinds.items():
+        if count > shown:
+            log.warning(f"... and {count - shown} more files: {kind} (all listed in manifest.json, extra.warnings)")
 
 
 __all__ = ["IMPORTERS", "FORMATS", "detect_format", "format_options", "import_dataset"]
