@@ -51,8 +51,9 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
                progress: bool = True) -> Path:
     """Train one fold to ``plan["epochs"]`` epochs in ``fold_dir``; return the final checkpoint's path.
 
-    With ``resume`` the latest checkpoint is loaded and training continues where it stopped; on a CPU the
-    result equals an uninterrupted run with the same seed (per-epoch seeding of data and torch).
+    With ``resume`` the latest checkpoint is loaded and training continues after the epoch it holds (at most
+    :data:`CHECKPOINT_SHARE`-paced writes behind the kill); on a CPU the result equals an uninterrupted run
+    with the same seed (per-epoch seeding of data and torch).
     """
     ctx = ctx or DistContext()
     fold_dir.mkdir(parents=True, exist_ok=True)
