@@ -164,6 +164,18 @@ def test_predict_refuses_inputs_that_do_not_fit(tiny_breast, tmp_path):
     assert r.returncode == 2 and "3 channel" in r.stderr and "colour.png" in r.stderr
 
 
+def test_predict_warns_of_an_image_without_a_picture(tiny_breast, tmp_path):
+    run = api.train(tiny_breast, quiet=True)
+    # one row of a real BreastMNIST image, repeated: predicted, with a warning naming the file
+    one = np.load(json.loads((tiny_breast / "manifest.json").read_text())["source"])["val_images"][3][14]
+    striped = tmp_path / "striped.png"
+    PILImage.fromarray(np.repeat(one[None], 28, axis=0)).save(striped)
+    r = run_cli("predict", run, striped, "-o", tmp_path / "s")
+    assert r.returncode == 0, r.stderr
+    assert "striped.png: every column holds one value (vertical stripes)" in r.stderr
+    assert (tmp_path / "s" / "predictions.csv").is_file()
+
+
 def test_predict_continue_skips_cases_already_written(tiny_breast, tmp_path):
     run = api.train(tiny_breast, quiet=True)
     out = tmp_path / "o"

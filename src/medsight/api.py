@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -316,6 +317,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
 
 def _prepare_case(entry: dict, p: dict, n_channels: int):
     """Read one input case, refuse it when it does not fit the model, and preprocess it as in training."""
+    from medsight.datasets.check import degenerate_image
     from medsight.datasets.loading import read_case_image
     from medsight.datasets.manifest import Case
     from medsight.preprocessing.pipeline import preprocess_image
@@ -327,6 +329,9 @@ def _prepare_case(entry: dict, p: dict, n_channels: int):
     if image.num_channels != n_channels:
         raise InputError(f"image has {image.num_channels} channel(s) but the model expects {n_channels} "
                          f"({', '.join(p.get('channels', []))})", path=entry["files"][0])
+    flat = degenerate_image(image.array)
+    if flat:  # predicted like any other input, but the user should know the model saw no picture
+        logging.getLogger("medsight.predict").warning(f"{entry['files'][0]}: {flat}: its prediction means little")
     array, _, props = preprocess_image(image, p)
     return array, props, image
 
