@@ -47,6 +47,15 @@ def test_compare_four_strategies_same_folds(isic_small, tmp_path, capsys):
     assert sum(r["recommended"] == "yes" for r in rows) == 1
     report = json.loads((out / "compare.json").read_text())
     assert report["num_cases"] == 16 and report["plan"]["side"] == 32
+    # the sample's stripes (found by the import's check, counted here from the pixels) are named in the output
+    from medsight.datasets.check import degenerate_image
+    from medsight.datasets.manifest import Manifest
+    from medsight.io import read_image
+
+    blank = sum(degenerate_image(read_image(c.images[0]).array) is not None for c in Manifest.load(isic_small).cases)
+    assert blank > 0 and report["cases_without_a_picture"] == blank
+    printed = capsys.readouterr().out
+    assert f"{blank} of 16 images hold no picture" in printed
     assert report["plan"]["frozen_side"] == 224  # the extractor sees its own resolution, not the budget's
     assert next((out / "parts").glob("*/frozen_side224_texture_fold0.json"))
     assert report["plan"]["color_constancy"] == "shades_of_gray"  # the default
@@ -68,7 +77,7 @@ def test_compare_four_strategies_same_folds(isic_small, tmp_path, capsys):
     for k in (0, 1):
         info = json.loads(next((out / "parts").glob(f"*/encoder_fold{k}.safetensors.json")).read_text())
         assert info["num_images"] == 8
-    assert "recommendation:" in capsys.readouterr().out
+    assert "recommendation:" in printed
     # a re-run reuses every finished (strategy, fold) part: same table, no training
     again = api_compare(isic_small, out)
     assert again["strategies"]["finetune"]["auc"] == report["strategies"]["finetune"]["auc"]

@@ -251,10 +251,14 @@ def compare(dataset_dir: str | Path, out_dir: str | Path | None = None, budget_m
     report = {"dataset": str(Path(dataset_dir).resolve()), "num_cases": int(len(covered)),
               "class_names": images.class_names, "folds": fold_ids, "label_fraction": label_fraction,
               "plan": {k: v for k, v in plan.items() if k != "pretrain_idx"}, "encoder": str(encoder) if encoder else None,
-              "strategies": summaries, "paired_tests": tests, "recommendation": advice}
+              "strategies": summaries, "paired_tests": tests, "recommendation": advice,
+              "cases_without_a_picture": len(manifest.extra.get("cases_without_a_picture", []))}
     from medsight.classification.comparison_report import write_outputs
 
     write_outputs(out, report, images.ids, y, oof, covered)
+    if report["cases_without_a_picture"]:
+        _log(f"note: {report['cases_without_a_picture']} of {len(manifest.cases)} images hold no picture (constant or "
+             f"striped; the import's warnings list them): every strategy is scored on them too", quiet)
     _log(_table_text(report), quiet)
     _log(f"recommendation: {advice['strategy']} ({advice['reason']})\ntable: {out / 'compare.csv'}; "
          f"report: {out / 'compare.html'}", quiet)

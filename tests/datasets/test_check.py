@@ -141,5 +141,6 @@ def test_import_warns_of_striped_images_and_logs_each_kind_three_times(shared_da
         m = import_dataset(tmp_path / "src", tmp_path / "ds", format="folder-json", n_folds=2, progress=False)
     striped = [w for w in m.extra["warnings"] if "vertical stripes" in w]
     assert sorted(Path(w.split(": ")[0]).name for w in striped) == [f"{n}.jpg" for n in names[:4]]
+    assert m.extra["cases_without_a_picture"] == names[:4]  # case ids are the file stems here
     logged = [r.getMessage() for r in caplog.records if "vertical stripes" in r.getMessage()]
     assert len(logged) == 4 and logged[-1].startswith("... and 1 more files: every column holds one value")

@@ -31,6 +31,7 @@ class CaseFacts:
     case_id: str
     label_counts: dict[int, int] = field(default_factory=dict)  # raw mask value -> voxels
     warnings: list[str] = field(default_factory=list)
+    without_picture: bool = False  # an image file of the case is constant, or constant along an axis
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def check_case(case: Case, spec: CheckSpec) -> CaseFacts:
         flat = degenerate_image(image.array)
         if flat:
             facts.warnings.append(f"{ref}: {flat}")
+            facts.without_picture = True
         n_channels += image.num_channels
         if first is None:
             first = image

@@ -177,6 +177,9 @@ def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "a
     manifest.splits = make_splits(manifest.cases, manifest.task, n_folds=int(n_folds))
     if warnings or check_warnings:
         manifest.extra["warnings"] = warnings + check_warnings
+    blank = sorted(case_id for case_id, f in facts.items() if f.without_picture)
+    if blank:
+        manifest.extra["cases_without_a_picture"] = blank
     manifest.save(dataset_dir)
     return manifest
 
