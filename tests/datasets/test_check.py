@@ -125,12 +125,13 @@ def test_images_without_a_picture_are_warnings(shared_data: Path):
                                          "placeholder image")
     assert degenerate_image(np.ascontiguousarray(np.swapaxes(striped, 1, 2))).startswith("every row holds one value")
     assert degenerate_image(read_image(isic / "ISIC_0000101.jpg").array) is None
-    assert degenerate_image(np.full((1, 8, 8), 3.0)) == "is constant (every voxel 3.0): it holds no picture"
+    assert degenerate_image(np.full((1, 8, 8), 3.0)) == "is constant (every voxel 3): it holds no picture"
     # a real BraTS slice repeated along the third axis is a volume with one slice's picture
     flair = np.asarray(nib.load(shared_data / "brats_examples/brats_2013_pat0003_1/Flair_subtrMeanDivStd.nii.gz")
                        .dataobj, dtype=np.float32)
     assert degenerate_image(flair[None]) is None
     assert "one slice repeated" in degenerate_image(np.repeat(flair[None, :, :, 70:71], 5, axis=3))
+    assert degenerate_image(flair[None, :, :, 70:71]) is None  # one slice kept as a volume is a picture
 
 
 def test_import_warns_of_striped_images_and_logs_each_kind_three_times(shared_data: Path, tmp_path: Path, caplog):

@@ -14,6 +14,7 @@ import concurrent.futures as cf
 import multiprocessing
 from collections import defaultdict
 from dataclasses import dataclass, field
+from warnings import catch_warnings, simplefilter
 from typing import Any, Callable
 
 import numpy as np
@@ -74,14 +75,20 @@ FLAT_SHARE = 0.01
 def degenerate_image(array: np.ndarray) -> str | None:
     """Why a channel-first image holds no picture, or None: constant, or constant along a spatial axis
     (a 2D image whose every column, or row, holds one value; a volume that repeats one slice)."""
-    finite = array[np.isfinite(array)] if array.dtype.kind in "fc" else array
-    if finite.size == 0:
+    if array.size == 0:
         return None
-    span = float(finite.max()) - float(finite.min())
+    with catch_warnings():  # an all-NaN image: nanmin warns and gives NaN, handled below
+        simplefilter("ignore", RuntimeWarning)
+        lo, hi = float(np.nanmin(array)), float(np.nanmax(array))
+    span = hi - lo
+    if not np.isfinite(span):  # NaN or Inf voxels: refused (import) or beyond this question
+        return None
     if span == 0:
-        return f"is constant (every voxel {finite.flat[0]}): it holds no picture"
+        return f"is constant (every voxel {lo:g}): it holds no picture"
     nd = array.ndim - 1
     for axis in range(nd):
+        if array.shape[axis + 1] < 2:  # a single slice along this axis (a 2D image kept in 3D) says nothing
+            continue
         along = np.ptp(array, axis=axis + 1)
         if float(np.nanmax(along)) <= FLAT_SHARE * span:
             if nd == 2:
