@@ -13,9 +13,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from monai.networks.blocks import UnetBasicBlock, UnetOutBlock, UnetUpBlock
-from monai.networks.blocks.dynunet_block import get_conv_layer
-from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from monai.networks.blocks import Convolution, UnetBasicBlock, UnetOutBlock, UnetUpBlock
 from torch import Tensor, nn
 
 __all__ = ["UNet", "plan_unet", "receptive_field", "unet_divisor"]
@@ -51,7 +49,7 @@ class UNet(nn.Module):
     strides and kernels are per axis, so anisotropic stages such as ``[1, 2, 2]`` or ``[3, 3, 1]`` work.
     Skip connections concatenate; every output head is a 1x1 convolution. ``decoder_convs=1`` keeps only
     the first conv-norm-act of each decoder stage (the one that reads the concatenated skip): a fifth less
-    convolution work per step, which a CPU plan takes (``medsight.tasks.segmentation``).
+    convolution work per step; no plan takes it yet (NOTES.md, session 13: within seed noise on Shenzhen).
 
     With ``deep_supervision`` the model returns, in ``train()`` mode, a list of logits: full resolution
     first, then each coarser decoder level except the lowest (nnU-Net computes that one and weighs it 0;
@@ -88,10 +86,11 @@ class UNet(nn.Module):
                         self.strides[i + 1], norm_name, act_name, dropout)
             for i in range(len(self.features) - 1)
         )
-        if self.decoder_convs == 1:
+        if self.decoder_convs == 1:  # the first half of UnetBasicBlock: conv (no bias), dropout, norm, act
             for i, up in enumerate(self.decoder):
-                up.conv_block = _ConvNormAct(spatial_dims, 2 * self.features[i], self.features[i],
-                                             self.kernel_sizes[i], norm_name, act_name, dropout)
+                up.conv_block = Convolution(spatial_dims, 2 * self.features[i], self.features[i],
+                                            kernel_size=self.kernel_sizes[i], adn_ordering="DNA", act=act_name,
+                                            norm=norm_name, dropout=dropout, bias=False)
         num_heads = max(1, len(self.features) - 2) if deep_supervision else 1
         self.heads = nn.ModuleList(
             UnetOutBlock(spatial_dims, self.features[i], out_channels) for i in range(num_heads)
@@ -132,21 +131,6 @@ class UNet(nn.Module):
             raise ValueError(f"UNet expects (B, C, *{self.spatial_dims} spatial axes), got {tuple(x.shape)}")
         if any(int(size) % d for size, d in zip(x.shape[2:], self.divisor)):
             raise ValueError(f"input size {tuple(x.shape[2:])} is not a multiple of {tuple(self.divisor)}")
-
-
-class _ConvNormAct(nn.Module):
-    """One conv-norm-act, named as the first half of MONAI's ``UnetBasicBlock`` (``conv1``, ``norm1``)."""
-
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: Sequence[int],
-                 norm_name, act_name, dropout: float | None):
-        super().__init__()
-        self.conv1 = get_conv_layer(spatial_dims, in_channels, out_channels, kernel_size=kernel_size, stride=1,
-                                    dropout=dropout, act=None, norm=None, conv_only=False)
-        self.norm1 = get_norm_layer(name=norm_name, spatial_dims=spatial_dims, channels=out_channels)
-        self.lrelu = get_act_layer(name=act_name)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.lrelu(self.norm1(self.conv1(x)))
 
 
 def _check_topology(spatial_dims: int, features, strides, kernel_sizes) -> None:

@@ -63,10 +63,10 @@ def measure_epoch_parts(task, manifest, plan: dict, device: torch.device, finger
     preprocessed as training will have it: building one training batch (``data_per_step``: reading, sampling
     and augmenting patches; on a 2-core machine it runs between the steps), validating the case as the
     training loop validates (``validation_per_case``) and writing one checkpoint of the network with its
-    optimiser's state after the timed steps (``checkpoint``: the loop saves one every epoch), and the mean
-    seconds of a step inside an epoch (``step_in_epoch``: a real batch built, then the step on it, ``cycles``
-    times after two untimed), which the epoch count uses; ``data_per_step`` is the building part of those
-    cycles.
+    optimiser's state after the timed steps (``checkpoint``: the loop writes one an epoch, paced to at most
+    ``CHECKPOINT_SHARE`` of the steps' time), and the mean seconds of a step inside an epoch
+    (``step_in_epoch``: a real batch built, then the step on it, ``cycles`` times after two untimed), which
+    the epoch count uses; ``data_per_step`` is the building part of those cycles.
 
     A DRIVE epoch of 50 timed 0.90 s steps took 57 s, not the 52 s a flat 15 % for data gave, and a BraTS
     epoch 125 s for 116: the gap is these parts, which differ by data set."""
