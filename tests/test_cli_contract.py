@@ -96,6 +96,38 @@ def test_predict_ensembles_every_fold_of_a_run(tiny_breast, tmp_path):
     assert not np.allclose(p_all, p_one)
 
 
+def test_run_every_fold_scores_each_case_with_the_fold_that_held_it_out(tmp_path):
+    from medsight.demo import demo_data_path
+
+    z = np.load(demo_data_path())  # a train-only file: the importer makes the folds
+    src = tmp_path / "breast_train.npz"
+    np.savez(src, train_images=z["train_images"][:48], train_labels=z["train_labels"][:48])
+    r = run_cli("run", src, tmp_path / "out", "--folds", "2", "--fold", "every", "--epochs", "1",
+                "--budget-minutes", "0.1", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "out" / "run"
+    assert (run / "fold_0" / "checkpoint_final.pt").is_file() and (run / "fold_1" / "checkpoint_final.pt").is_file()
+    splits = json.loads((tmp_path / "out" / "dataset" / "manifest.json").read_text())["splits"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_cases"] == 48  # every case once, from the fold that did not train on it
+    with open(run / "validation_predictions" / "predictions.csv") as f:
+        pooled = {row["case"]: float(row["prob_1"]) for row in csv.DictReader(f)}
+    assert sorted(pooled) == sorted(splits[0]["val"] + splits[1]["val"])
+    case = splits[1]["val"][0]
+    alone = {}
+    for k in (0, 1):
+        out = api.predict(run, [tmp_path / "out" / "dataset"], tmp_path / f"fold{k}", folds=[k], quiet=True)
+        with open(out / "predictions.csv") as f:
+            alone[k] = {row["case"]: float(row["prob_1"]) for row in csv.DictReader(f)}
+    assert pooled[case] == alone[1][case] != alone[0][case]
+    assert all(pooled[c] == alone[0][c] for c in splits[0]["val"])
+
+
+def test_fold_every_is_for_training_only(tmp_path):
+    r = run_cli("export", tmp_path, "--fold", "every")
+    assert r.returncode == 2 and "a fold is a number" in r.stderr
+
+
 # -- where outputs go, axes ---------------------------------------------------------------------
 def test_classification_outputs_and_array_order_from_png_and_nifti(tiny_breast, tmp_path):
     run = api.train(tiny_breast, quiet=True)

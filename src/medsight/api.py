@@ -113,7 +113,8 @@ def _fold_dir(run_dir: Path, fold: int | str) -> Path:
 def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None = None, resume: bool = False,
           epochs: int | None = None, budget_minutes: float | None = None, device: str | None = None,
           threads: int | None = None, quiet: bool = False) -> Path:
-    """Train fold ``fold`` (or ``"all"``) of the dataset; plans and preprocesses first when needed.
+    """Train fold ``fold`` of the dataset (``"all"``: one model on every case; ``"every"``: fold 0, 1, ... in
+    turn); plans and preprocesses first when needed.
 
     Returns the run folder (default ``DATASET_DIR/run``) holding ``plan.json``, ``run.json`` and ``fold_K/``.
     """
@@ -123,6 +124,9 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
     dataset_dir = Path(dataset_dir).resolve()
     run_dir = Path(out).resolve() if out else dataset_dir / "run"
     manifest = Manifest.load(dataset_dir)
+    if fold == "every" and not manifest.splits:
+        raise InputError("the dataset has no folds to train in turn", path=dataset_dir,
+                         fix="import it again with --folds 5, or train --fold all")
     dev = resolve_device(device)
     set_threads(threads)
     dev = process_device(dev, torch.cuda.device_count() if dev.type == "cuda" else 0)
@@ -419,28 +423,66 @@ def export(run_dir: str | Path, output: str | Path | None = None, fold: int | st
 
 
 # -- run, demo ----------------------------------------------------------------------------------
+def _subset_dataset(manifest: Manifest, cases: list, folder: Path) -> Path:
+    """A dataset folder holding only ``cases`` of ``manifest`` (no splits): what ``evaluate`` scores against."""
+    m = Manifest(**{**{k: getattr(manifest, k) for k in manifest.__dataclass_fields__}, "cases": list(cases),
+                    "splits": []})
+    folder.mkdir(parents=True, exist_ok=True)
+    m.save(folder)
+    return folder
+
+
+def _cross_validation_predictions(run_dir: Path, manifest: Manifest, subsets: Path, pred_dir: Path,
+                                  device: str | None, quiet: bool) -> Path:
+    """Each fold's model predicts its own validation cases into ``pred_dir`` (out-of-fold predictions, as
+    nnU-Net's cross-validation scores them); returns a dataset folder of every case validated by some fold.
+
+    The per-case outputs of all folds share ``pred_dir``; its summary (``predictions.csv``, ``volumes.csv``,
+    ``detections.csv``) is written once over all of them.
+    """
+    held_out = []
+    for k in range(len(manifest.splits)):
+        cases = manifest.fold_cases(k)[1]
+        if not cases:
+            continue
+        held_out += cases
+        predict(run_dir, [_subset_dataset(manifest, cases, subsets / f"fold_{k}")], pred_dir, continue_=k > 0,
+                folds=[k], device=device, quiet=quiet)
+    if not held_out:
+        raise InputError("no fold of this dataset has validation cases to cross-validate on",
+                         path=manifest.source or None, fix="import it again with --folds 5")
+    rows = [r for line in (pred_dir / ".medsight_predict.jsonl").read_text().splitlines() if line.strip()
+            for r in json.loads(line)["rows"]]
+    p = load_plan(run_dir)
+    get_task(p["task"]).write_summary(rows, pred_dir, p, {})
+    _log(f"cross-validation: {len(held_out)} case(s) each predicted by the fold that did not train on it", quiet)
+    return _subset_dataset(manifest, held_out, subsets / "all")
+
+
 def run(source: str | Path, out_dir: str | Path, format: str = "auto", task: str | None = None,
         fold: int | str = 0, budget_minutes: float | None = None, epochs: int | None = None,
         device: str | None = None, quiet: bool = False, **options) -> dict:
-    """Import, plan, preprocess, train, predict the validation cases, evaluate and report, into OUT_DIR."""
+    """Import, plan, preprocess, train, predict the validation cases, evaluate and report, into OUT_DIR.
+
+    ``fold="every"`` cross-validates: every fold is trained, each validation case is predicted by the fold
+    that held it out, and ``OUT_DIR/run/metrics.json`` scores them all together.
+    """
     out_dir = Path(out_dir)
     dataset_dir = out_dir / "dataset"
     manifest = import_dataset(source, dataset_dir, format=format, task=task, **options)
     ensure_plan(dataset_dir, budget_minutes, device, quiet=quiet)
     run_dir = train(dataset_dir, fold=fold, out=out_dir / "run", epochs=epochs, device=device, quiet=quiet)
-    val_ids = manifest.fold_cases(fold)[1] if fold != "all" else []
     pred_dir = run_dir / "validation_predictions"
-    if val_ids:
-        subset = out_dir / "validation_dataset"
-        m = Manifest(**{**{k: getattr(manifest, k) for k in manifest.__dataclass_fields__}, "cases": val_ids,
-                        "splits": []})
-        subset.mkdir(parents=True, exist_ok=True)
-        m.save(subset)
-        if pred_dir.exists():
-            shutil.rmtree(pred_dir)
+    if pred_dir.exists():
+        shutil.rmtree(pred_dir)
+    if fold == "every":
+        subset = _cross_validation_predictions(run_dir, manifest, out_dir / "validation_dataset", pred_dir,
+                                               device, quiet)
+    elif fold != "all" and manifest.fold_cases(fold)[1]:
+        subset = _subset_dataset(manifest, manifest.fold_cases(fold)[1], out_dir / "validation_dataset")
         predict(run_dir, [subset], pred_dir, device=device, quiet=quiet)
-        metrics = evaluate(pred_dir, subset, output=run_dir / "metrics.json", quiet=quiet)
     else:
-        metrics = {}
+        subset = None
+    metrics = evaluate(pred_dir, subset, output=run_dir / "metrics.json", quiet=quiet) if subset else {}
     report_path = report(run_dir, quiet=quiet)
     return {"run_dir": str(run_dir), "metrics": metrics, "report": str(report_path)}

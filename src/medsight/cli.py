@@ -27,6 +27,17 @@ def _fold(value: str) -> int | str:
         raise argparse.ArgumentTypeError("a fold is a number (0, 1, ...) or 'all'") from None
 
 
+def _training_fold(value: str) -> int | str:
+    """A fold to train: a number, 'all' (one model on every case) or 'every' (each fold in turn)."""
+    if value == "every":
+        return "every"
+    try:
+        return _fold(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError("a fold is a number (0, 1, ...), 'all' (one model on every case) or "
+                                         "'every' (each fold in turn)") from None
+
+
 def _options(pairs: list[str] | None) -> dict:
     """``--option key=value`` pairs for an importer."""
     out = {}
@@ -76,9 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset_dir")
     p.add_argument("--workers", type=int)
 
-    p = cmd("train", "train fold K (or all) of a dataset", "medsight train work/drive --fold 0 --out runs/drive")
+    p = cmd("train", "train fold K (or all, or every fold in turn) of a dataset",
+            "medsight train work/drive --fold 0 --out runs/drive")
     p.add_argument("dataset_dir")
-    p.add_argument("--fold", type=_fold, default=0)
+    p.add_argument("--fold", type=_training_fold, default=0,
+                   help="K, 'all' (one model on every case, nnU-Net's meaning) or 'every' (fold 0, 1, ... in turn)")
     p.add_argument("--out")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--epochs", type=int)
@@ -117,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto")
     p.add_argument("--task", choices=["classification", "detection", "segmentation"])
     _add_importer_arguments(p)
-    p.add_argument("--fold", type=_fold, default=0)
+    p.add_argument("--fold", type=_training_fold, default=0,
+                   help="K, 'all' (one model on every case: nothing left to evaluate) or 'every' (cross-validation: "
+                        "each fold in turn, each case predicted by the fold that did not train on it, one metrics.json)")
     p.add_argument("--val-cases", nargs="+", metavar="ID", help="one fixed split: these case ids validate")
     p.add_argument("--budget-minutes", type=float)
     p.add_argument("--epochs", type=int)
