@@ -238,7 +238,7 @@ def test_help_names_every_command_with_an_example(capsys):
     assert "example:" in capsys.readouterr().out
 
 
-def test_run_takes_the_importers_arguments(tmp_path, shared_data):
+def test_run_takes_the_importers_arguments_and_cross_validates_segmentation(tmp_path, shared_data):
     from helpers import write_isbi_pairs
 
     src = write_isbi_pairs(tmp_path / "src", shared_data, n=4, size=64)
@@ -246,9 +246,13 @@ def test_run_takes_the_importers_arguments(tmp_path, shared_data):
     (src / "labels").rename(src / "membranes")
     r = run_cli("run", src, tmp_path / "out", "--format", "pairs", "--images-dir", "slices", "--labels-dir",
                 "membranes", "--label-map", "0:1,255:0", "--label-names", "1:membrane", "--folds", "2",
-                "--epochs", "1", "--budget-minutes", "0.1", "--device", "cpu")
+                "--fold", "every", "--epochs", "1", "--budget-minutes", "0.1", "--device", "cpu")
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.loads((tmp_path / "out" / "dataset" / "manifest.json").read_text())
     assert len(manifest["splits"]) == 2
     metrics = json.loads((tmp_path / "out" / "run" / "metrics.json").read_text())
-    assert set(metrics["summary"]) == {"membrane"} and metrics["num_cases"] == 2
+    assert set(metrics["summary"]) == {"membrane"} and metrics["num_cases"] == 4  # both folds' validation cases
+    predictions = tmp_path / "out" / "run" / "validation_predictions"
+    with open(predictions / "volumes.csv") as f:
+        assert {row["case"] for row in csv.DictReader(f)} == {c["id"] for c in manifest["cases"]}
+    assert len(list(predictions.glob("*.png"))) == 4
