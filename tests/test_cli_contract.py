@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,18 @@ def test_run_every_fold_scores_each_case_with_the_fold_that_held_it_out(tmp_path
             alone[k] = {row["case"]: float(row["prob_1"]) for row in csv.DictReader(f)}
     assert pooled[case] == alone[1][case] != alone[0][case]
     assert all(pooled[c] == alone[0][c] for c in splits[0]["val"])
+    # an interrupted cross-validation (fold 1 never began) resumes: fold 0 kept as it was, fold 1 trained
+    kept = (run / "fold_0" / "checkpoint_final.pt").read_bytes()
+    decided = (run / "fold_0" / "decisions.json").read_text()
+    shutil.rmtree(run / "fold_1")
+    r = run_cli("run", src, tmp_path / "out", "--folds", "2", "--fold", "every", "--epochs", "1",
+                "--budget-minutes", "0.1", "--device", "cpu", "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "fold 0: finished before" in r.stderr + r.stdout
+    assert (run / "fold_0" / "checkpoint_final.pt").read_bytes() == kept
+    assert (run / "fold_0" / "decisions.json").read_text() == decided
+    assert (run / "fold_1" / "checkpoint_final.pt").is_file()
+    assert json.loads((run / "metrics.json").read_text())["num_cases"] == 48
 
 
 def test_fold_every_is_for_training_only(tmp_path):

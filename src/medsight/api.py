@@ -119,7 +119,7 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
     Returns the run folder (default ``DATASET_DIR/run``) holding ``plan.json``, ``run.json`` and ``fold_K/``.
     """
     from medsight.training.distributed import barrier, finish_distributed, init_distributed, process_device
-    from medsight.training.loop import train_fold
+    from medsight.training.loop import FINAL, LATEST, train_fold
 
     dataset_dir = Path(dataset_dir).resolve()
     run_dir = Path(out).resolve() if out else dataset_dir / "run"
@@ -160,10 +160,17 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
         for k in folds:
             train_cases, val_cases = manifest.fold_cases(k)
             fold_dir = _fold_dir(run_dir, k)
+            fold_resume = resume
+            if resume and (fold_dir / FINAL).is_file() and (fold_dir / "decisions.json").is_file():
+                _log(f"fold {k}: finished before, kept as it is", quiet)
+                continue
+            if resume and fold == "every" and not (fold_dir / LATEST).is_file():
+                fold_resume = False  # a fold the interrupted run never began
             t0 = time.perf_counter()
             train_data = CachedCases(cache, [c.id for c in train_cases])
             val_data = CachedCases(cache, [c.id for c in val_cases]) if val_cases else None
-            final = train_fold(task, p, train_data, val_data, fold_dir, dev, resume=resume, ctx=ctx, progress=not quiet)
+            final = train_fold(task, p, train_data, val_data, fold_dir, dev, resume=fold_resume, ctx=ctx,
+                               progress=not quiet)
             if ctx.is_main:
                 from medsight.training.checkpoint import load_checkpoint
 
@@ -461,17 +468,19 @@ def _cross_validation_predictions(run_dir: Path, manifest: Manifest, subsets: Pa
 
 def run(source: str | Path, out_dir: str | Path, format: str = "auto", task: str | None = None,
         fold: int | str = 0, budget_minutes: float | None = None, epochs: int | None = None,
-        device: str | None = None, quiet: bool = False, **options) -> dict:
+        device: str | None = None, resume: bool = False, quiet: bool = False, **options) -> dict:
     """Import, plan, preprocess, train, predict the validation cases, evaluate and report, into OUT_DIR.
 
     ``fold="every"`` cross-validates: every fold is trained, each validation case is predicted by the fold
-    that held it out, and ``OUT_DIR/run/metrics.json`` scores them all together.
+    that held it out, and ``OUT_DIR/run/metrics.json`` scores them all together. ``resume`` continues an
+    interrupted run in OUT_DIR: finished folds are kept, the cut one continues, the others start.
     """
     out_dir = Path(out_dir)
     dataset_dir = out_dir / "dataset"
     manifest = import_dataset(source, dataset_dir, format=format, task=task, **options)
     ensure_plan(dataset_dir, budget_minutes, device, quiet=quiet)
-    run_dir = train(dataset_dir, fold=fold, out=out_dir / "run", epochs=epochs, device=device, quiet=quiet)
+    run_dir = train(dataset_dir, fold=fold, out=out_dir / "run", epochs=epochs, device=device, resume=resume,
+                    quiet=quiet)
     pred_dir = run_dir / "validation_predictions"
     if pred_dir.exists():
         shutil.rmtree(pred_dir)

@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="K, 'all' (one model on every case: nothing left to evaluate) or 'every' (cross-validation: "
                         "each fold in turn, each case predicted by the fold that did not train on it, one metrics.json)")
     p.add_argument("--val-cases", nargs="+", metavar="ID", help="one fixed split: these case ids validate")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in OUT_DIR: finished folds kept, the cut one continued")
     p.add_argument("--budget-minutes", type=float)
     p.add_argument("--epochs", type=int)
     p.add_argument("--device")
@@ -287,7 +289,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "run":
         res = api.run(args.source, args.out_dir, format=args.format, task=args.task, fold=args.fold,
                       budget_minutes=args.budget_minutes, epochs=args.epochs, device=args.device,
-                      val_cases=args.val_cases, n_folds=args.folds, **_importer_options(args))
+                      resume=args.resume, val_cases=args.val_cases, n_folds=args.folds, **_importer_options(args))
         print(f"report: {res['report']}")
     elif args.command == "compare":
         from medsight.compare import compare
