@@ -75,6 +75,20 @@ def cam_figure(image: np.ndarray, cam: np.ndarray, title: str) -> str:
     return figure_to_img_tag(fig, title)
 
 
+def _held_out_by(run_dir: Path) -> dict[str, str]:
+    """Case id -> the fold whose validation cases held it, for runs of more than one fold (else empty)."""
+    import json
+
+    folds = {}
+    for d in sorted(run_dir.glob("fold_*")):
+        decisions = d / "decisions.json"
+        if decisions.is_file():
+            folds[d.name[len("fold_"):]] = json.loads(decisions.read_text()).get("validation_cases", [])
+    if len(folds) < 2:
+        return {}
+    return {case: fold for fold, cases in folds.items() for case in cases}
+
+
 def cam_section(metrics: dict, sources: Sources, run_dir: Path, n_correct: int = 2, n_errors: int = 2) -> str:
     """HTML: Grad-CAM figures of the picked validation cases (the run's fold models, on the CPU)."""
     import torch
@@ -92,19 +106,33 @@ def cam_section(metrics: dict, sources: Sources, run_dir: Path, n_correct: int =
         _, plan, _, models, _ = load_run(run_dir, torch.device("cpu"))
     except Exception as e:  # noqa: BLE001  (a run without checkpoints has no CAM, and that is all)
         raise FigureSkipped(f"the run's networks could not be loaded ({e})") from None
+    held_out_by = _held_out_by(run_dir)
+    fold_models: dict[str, list] = {}
+
+    def models_for(case_id: str) -> list:
+        """The network of the fold that held the case out (cross-validation), else every network of the run."""
+        fold = held_out_by.get(case_id)
+        if fold is None:
+            return models
+        if fold not in fold_models:
+            fold_models[fold] = load_run(run_dir, torch.device("cpu"), folds=[fold])[3]
+        return fold_models[fold]
+
     parts = ["<p>Grad-CAM on the last convolutional stage, for the predicted class, averaged over the run's "
-             "networks; drawn on the preprocessed image the network saw.</p>"]
+             "networks (in a cross-validated run, the network of the fold that held the case out); drawn on "
+             "the preprocessed image the network saw.</p>"]
     labels = sources.manifest.labels
     named = lambda token: f"{token} ({labels[token]})" if token in labels and labels[token] != token else token  # noqa: E731
     for kind, entry in picks:
         p = entry.get(f"prob_{entry['predicted']}")
         title = (f"{kind}: {entry['case']}, reference {named(entry['reference'])}, predicted "
-                 f"{named(entry['predicted'])}" + (f", p={p:.2f}" if p is not None else ""))
+                 f"{named(entry['predicted'])}" + (f", p={p:.2f}" if p is not None else "")
+                 + (f", fold {held_out_by[entry['case']]} (held it out)" if entry["case"] in held_out_by else ""))
 
         def draw(entry: dict = entry, title: str = title) -> str:
             image = read_case_image(sources.case(entry["case"]), sources.manifest)
             array, _, _ = preprocess_image(image, plan)
-            cam = grad_cam(models, array, target_index(entry))
+            cam = grad_cam(models_for(entry["case"]), array, target_index(entry))
             return cam_figure(array, cam, title)
 
         parts.append(guarded(title, draw))
