@@ -334,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("MEDSIGHT_DEBUG") == "1"
     parser = build_parser()
     args = parser.parse_args(argv)
+    from medsight.allocator import keep_freed_memory
+
+    keep_freed_memory()
     try:
         dispatch(args)
     except MedsightError as e:
