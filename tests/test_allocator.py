@@ -41,3 +41,24 @@ def test_freed_blocks_stay_for_reuse_only_when_asked():
     assert applied == "False" and kept < 50
     applied, _ = _probe("keep", MALLOC_MMAP_THRESHOLD_="65536")  # the user's own setting wins
     assert applied == "False"
+
+
+
+IN_PROCESS = """
+import numpy as np
+from medsight.cli import main
+
+main(["plan", "/nonexistent-dataset"])  # the command line called by another program (an error: exit 2)
+with open("/proc/self/statm") as f:
+    before = int(f.read().split()[1])
+block = np.ones(200 * 2**20 // 8)
+del block
+with open("/proc/self/statm") as f:
+    print(round((int(f.read().split()[1]) - before) * 4096 / 2**20))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_main_called_from_another_program_leaves_its_allocator_alone():
+    out = subprocess.run([sys.executable, "-c", IN_PROCESS], capture_output=True, text=True, timeout=120, check=True)
+    assert int(out.stdout.split()[-1]) < 50  # glibc's default still hands the freed 200 MB back

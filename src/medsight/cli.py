@@ -329,14 +329,21 @@ def dispatch(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: bad input gives one line on stderr and exit status 2 (``--debug`` shows the traceback)."""
+    """Entry point: bad input gives one line on stderr and exit status 2 (``--debug`` shows the traceback).
+
+    Run as the process's own command line (no ``argv`` given), it first sets the allocator for training
+    (:func:`medsight.allocator.keep_freed_memory`); called with ``argv`` from another program, it leaves that
+    program's allocator alone.
+    """
+    own_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("MEDSIGHT_DEBUG") == "1"
     parser = build_parser()
     args = parser.parse_args(argv)
-    from medsight.allocator import keep_freed_memory
+    if own_process:
+        from medsight.allocator import keep_freed_memory
 
-    keep_freed_memory()
+        keep_freed_memory()
     try:
         dispatch(args)
     except MedsightError as e:
