@@ -20,11 +20,12 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves every block above a dynamic threshold (32 MB at most) with ``mmap`` and returns
     it with ``munmap``: every training step's activations are then fresh pages that the kernel zeroes on
-    first touch, and a CPU step spends a fifth to a third of its time in the kernel. Kept in the heap, the
-    same blocks are reused step after step (benchmarks/allocator.py, one thread, paired rounds: a DRIVE
-    U-Net step 0.84x the time, an EfficientNet-Lite0 step 0.60x with 16 % more peak memory, MONAI's U-Net
-    0.90x). The command line calls it once at start; API users may call it themselves. Nothing is changed off Linux/glibc, with
-    ``MEDSIGHT_MALLOC=default``, or when the user set MALLOC_*_ or GLIBC_TUNABLES.
+    first touch (an EfficientNet-Lite0 step spent about a third of its CPU time in the kernel, a U-Net step
+    a tenth). Kept in the heap, the same blocks are reused step after step (benchmarks/allocator.py, one
+    thread, paired rounds: a DRIVE U-Net step 0.84x the time, an EfficientNet-Lite0 step 0.60x with 16 %
+    more peak memory, MONAI's U-Net 0.90x). ``medsight`` calls it at start when it runs as its own process;
+    API users may call it themselves. Nothing is changed off Linux/glibc, with ``MEDSIGHT_MALLOC=default``,
+    or when the user set MALLOC_*_ or GLIBC_TUNABLES.
     """
     if (not sys.platform.startswith("linux") or os.environ.get("MEDSIGHT_MALLOC") == "default"
             or any(v in os.environ for v in _USER_MALLOC_SETTINGS)):
