@@ -131,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["classification", "detection", "segmentation"])
     _add_importer_arguments(p)
     p.add_argument("--fold", type=_training_fold, default=0,
-                   help="K, 'all' (one model on every case: nothing left to evaluate) or 'every' (cross-validation: "
-                        "each fold in turn, each case predicted by the fold that did not train on it, one metrics.json)")
+                   help="K, 'all' (one model on every case: nothing left to evaluate) or 'every' (cross-"
+                        "validation: each fold in turn, each case predicted by the fold that did not train on it, "
+                        "one metrics.json)")
     p.add_argument("--val-cases", nargs="+", metavar="ID", help="one fixed split: these case ids validate")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in OUT_DIR: finished folds kept, the cut one continued")
