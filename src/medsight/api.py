@@ -23,6 +23,8 @@ from medsight.tasks import get_task
 from medsight.progress import log as _log
 
 RUN_INFO = "run.json"
+#: ``predict``'s record of finished cases in its output folder (``--continue`` skips them)
+PREDICT_STATE = ".medsight_predict.jsonl"
 
 
 # -- import -------------------------------------------------------------------------------------
@@ -292,16 +294,11 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     cases = _resolve_inputs(inputs, strip)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state_path = out_dir / ".medsight_predict.jsonl"
-    done: dict[str, list[dict]] = {}
-    if continue_ and state_path.is_file():
-        for line in state_path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[rec["case"]] = rec["rows"]
+    state_path = out_dir / PREDICT_STATE
+    if continue_:
+        done = _predicted_rows(out_dir)
     else:
+        done = {}
         state_path.unlink(missing_ok=True)
     n_channels = int(p["network"].get("in_channels", len(p.get("channels", [])) or 3))
     todo = [e for e in cases if e["case"] not in done]
@@ -324,6 +321,20 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     task.write_summary(all_rows, out_dir, p, decisions)
     _log(f"predictions of {len(cases)} case(s) written to {out_dir}", quiet)
     return out_dir
+
+
+def _predicted_rows(out_dir: Path) -> dict[str, list[dict]]:
+    """Case id -> its summary rows, for every case ``predict`` finished in ``out_dir`` (a cut last line skipped)."""
+    state_path = out_dir / PREDICT_STATE
+    done: dict[str, list[dict]] = {}
+    if state_path.is_file():
+        for line in state_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[rec["case"]] = rec["rows"]
+    return done
 
 
 def _prepare_case(entry: dict, p: dict, n_channels: int):
@@ -458,8 +469,7 @@ def _cross_validation_predictions(run_dir: Path, manifest: Manifest, subsets: Pa
     if not held_out:
         raise InputError("no fold of this dataset has validation cases to cross-validate on",
                          path=manifest.source or None, fix="import it again with --folds 5")
-    rows = [r for line in (pred_dir / ".medsight_predict.jsonl").read_text().splitlines() if line.strip()
-            for r in json.loads(line)["rows"]]
+    rows = [r for case_rows in _predicted_rows(pred_dir).values() for r in case_rows]
     p = load_plan(run_dir)
     get_task(p["task"]).write_summary(rows, pred_dir, p, {})
     _log(f"cross-validation: {len(held_out)} case(s) each predicted by the fold that did not train on it", quiet)
@@ -484,14 +494,13 @@ def run(source: str | Path, out_dir: str | Path, format: str = "auto", task: str
     pred_dir = run_dir / "validation_predictions"
     if pred_dir.exists():
         shutil.rmtree(pred_dir)
+    subset = None
     if fold == "every":
         subset = _cross_validation_predictions(run_dir, manifest, out_dir / "validation_dataset", pred_dir,
                                                device, quiet)
-    elif fold != "all" and manifest.fold_cases(fold)[1]:
-        subset = _subset_dataset(manifest, manifest.fold_cases(fold)[1], out_dir / "validation_dataset")
+    elif fold != "all" and (val_cases := manifest.fold_cases(fold)[1]):
+        subset = _subset_dataset(manifest, val_cases, out_dir / "validation_dataset")
         predict(run_dir, [subset], pred_dir, device=device, quiet=quiet)
-    else:
-        subset = None
     metrics = evaluate(pred_dir, subset, output=run_dir / "metrics.json", quiet=quiet) if subset else {}
     report_path = report(run_dir, quiet=quiet)
     return {"run_dir": str(run_dir), "metrics": metrics, "report": str(report_path)}
