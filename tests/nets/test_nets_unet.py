@@ -185,3 +185,67 @@ def test_planned_net_builds_and_runs():
         out = net(torch.randn(1, 1, 16, 32, 32))
     assert out.shape == (1, 2, 16, 32, 32)
     assert plan["strides"][1] == [1, 2, 2]
+
+
+# -- the space-to-depth stem -------------------------------------------------------------------------
+def test_space_to_depth_folds_blocks_into_channels_and_back():
+    from medsight.nets.unet import depth_to_space, space_to_depth
+
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
+    folded = space_to_depth(x, (2, 3))
+    assert folded.shape == (2, 3 * 6, 2, 2)
+    # channel c * 6 + (dy * 3 + dx) of block (i, j) holds pixel (2i + dy, 3j + dx) of channel c
+    assert folded[1, 2 * 6 + 1 * 3 + 2, 1, 0] == x[1, 2, 2 + 1, 0 + 2]
+    assert torch.equal(depth_to_space(folded, (2, 3)), x)
+    volume = torch.randn(1, 2, 4, 6, 8)
+    assert torch.equal(depth_to_space(space_to_depth(volume, (1, 2, 2)), (1, 2, 2)), volume)
+
+
+def test_stem_network_gives_every_pixel_its_own_logits():
+    torch.manual_seed(0)
+    net = small_unet_2d(deep_supervision=True, stem=[2, 2])
+    assert net.divisor == [16, 16]
+    outs = net.train()(torch.randn(2, 1, 32, 32))
+    # full resolution first, then the deep-supervision level at the stem's resolution halved
+    assert [tuple(o.shape) for o in outs] == [(2, 3, 32, 32), (2, 3, 8, 8)]
+    net.eval()
+    with torch.no_grad():
+        logits = net(torch.randn(1, 1, 32, 32))
+    # the four pixels of a 2 x 2 block come from different head channels, so they differ
+    block = logits[0, 0, 10:12, 10:12].flatten()
+    assert len(set(block.tolist())) == 4
+    # nothing runs at full resolution: the first convolution reads the folded 4-channel input at half size
+    assert net.encoder[0].conv1.conv.in_channels == 4
+    with pytest.raises(ValueError, match="multiple of"):
+        net(torch.randn(1, 1, 40, 40))
+    with pytest.raises(ValueError, match="stem needs 2"):
+        small_unet_2d(stem=[2, 2, 2])
+
+
+def test_stem_network_learns_a_one_pixel_pattern():
+    """A checkerboard of single pixels is only learnable if the unfolded logits keep per-pixel detail."""
+    torch.manual_seed(0)
+    net = small_unet_2d(stem=[2, 2])
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    target = ((yy + xx) % 2).long()[None]
+    image = target[:, None].float() + 0.1 * torch.randn(1, 1, 32, 32)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(net(image), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (net(image).argmax(1) == target).float().mean() > 0.99
+
+
+def test_stem_network_exports_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = small_unet_2d(deep_supervision=True, stem=[2, 2]).eval()
+    path = tmp_path / "stem.onnx"
+    torch.onnx.export(net, (torch.randn(1, 1, 32, 32),), str(path), input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    x = torch.randn(2, 1, 32, 32)
+    (onnx_out,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_out, net(x).numpy(), atol=1e-4, rtol=0)

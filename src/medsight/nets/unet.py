@@ -16,7 +16,7 @@ import torch
 from monai.networks.blocks import Convolution, UnetBasicBlock, UnetOutBlock, UnetUpBlock
 from torch import Tensor, nn
 
-__all__ = ["UNet", "plan_unet", "receptive_field", "unet_divisor"]
+__all__ = ["UNet", "plan_unet", "receptive_field", "space_to_depth", "depth_to_space", "unet_divisor"]
 
 _NORMS = {
     "instance": ("INSTANCE", {"affine": True}),
@@ -37,9 +37,40 @@ def _choice(table: dict, name: str, what: str):
     return table[name]
 
 
-def unet_divisor(strides: Sequence[Sequence[int]]) -> list[int]:
-    """Per axis, the number that every input size must be a multiple of (the product of the strides)."""
-    return [math.prod(axis) for axis in zip(*strides)]
+def unet_divisor(strides: Sequence[Sequence[int]], stem: Sequence[int] | None = None) -> list[int]:
+    """Per axis, the number that every input size must be a multiple of (the product of the strides, times
+    the ``stem`` factor when the network folds its input, see :class:`UNet`)."""
+    stem = stem or [1] * len(strides[0])
+    return [math.prod(axis) * int(f) for axis, f in zip(zip(*strides), stem)]
+
+
+def space_to_depth(x: Tensor, factors: Sequence[int]) -> Tensor:
+    """Fold each ``factors[d] ** ...`` block of voxels into channels: ``(B, C, *S)`` to ``(B, C * prod(f),
+    *S / f)``, channel ``c * prod(f) + offset`` (``torch.nn.functional.pixel_unshuffle``'s order in 2D).
+
+    >>> x = torch.arange(16.).reshape(1, 1, 4, 4)
+    >>> torch.equal(space_to_depth(x, (2, 2)), torch.nn.functional.pixel_unshuffle(x, 2))
+    True
+    """
+    b, c, *size = x.shape
+    nd = len(size)
+    split = [b, c] + [n for s, f in zip(size, factors) for n in (s // f, f)]
+    order = [0, 1] + [3 + 2 * d for d in range(nd)] + [2 + 2 * d for d in range(nd)]
+    return x.reshape(split).permute(order).reshape(b, c * math.prod(factors), *(s // f for s, f in zip(size, factors)))
+
+
+def depth_to_space(x: Tensor, factors: Sequence[int]) -> Tensor:
+    """The inverse of :func:`space_to_depth`: ``(B, C * prod(f), *S)`` to ``(B, C, *S * f)``.
+
+    >>> x = torch.randn(2, 3, 4, 6, 8)
+    >>> torch.equal(depth_to_space(space_to_depth(x, (2, 1, 2)), (2, 1, 2)), x)
+    True
+    """
+    b, cf, *size = x.shape
+    nd, block = len(size), math.prod(factors)
+    x = x.reshape(b, cf // block, *factors, *size)
+    order = [0, 1] + [n for d in range(nd) for n in (2 + nd + d, 2 + d)]
+    return x.permute(order).reshape(b, cf // block, *(s * f for s, f in zip(size, factors)))
 
 
 class UNet(nn.Module):
@@ -56,12 +87,19 @@ class UNet(nn.Module):
     here it has no head, so no parameter goes unused under DDP). In ``eval()`` mode, and always without
     deep supervision, it returns the full-resolution logits ``(B, out_channels, *spatial)``.
     Input sizes must be multiples of :func:`unet_divisor` of the strides (the planned patch sizes are).
+
+    ``stem`` (a factor per axis, e.g. ``[2, 2]``) folds each block of input pixels into channels before the
+    first stage (:func:`space_to_depth`) and unfolds the full-resolution head's ``out_channels * prod(stem)``
+    logits back to one per pixel (:func:`depth_to_space`): no convolution runs at full resolution, where a
+    CPU step spends most of its time moving memory, yet every pixel keeps logits of its own (MONAI's U-Net
+    strides its first convolution for the same reason, and upsamples with a transposed convolution).
+    Deep-supervision outputs then start at the stem's resolution.
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, features: Sequence[int],
                  strides: Sequence[Sequence[int]], kernel_sizes: Sequence[Sequence[int]],
                  deep_supervision: bool = False, norm: str = "instance", act: str = "leakyrelu",
-                 dropout: float | None = None, decoder_convs: int = 2):
+                 dropout: float | None = None, decoder_convs: int = 2, stem: Sequence[int] | None = None):
         super().__init__()
         _check_topology(spatial_dims, features, strides, kernel_sizes)
         if decoder_convs not in (1, 2):
@@ -71,11 +109,15 @@ class UNet(nn.Module):
         self.features = [int(f) for f in features]
         self.strides = [[int(s) for s in stage] for stage in strides]
         self.kernel_sizes = [[int(k) for k in stage] for stage in kernel_sizes]
-        self.divisor = unet_divisor(self.strides)
+        self.stem = [int(f) for f in stem] if stem else [1] * spatial_dims
+        if len(self.stem) != spatial_dims or min(self.stem) < 1:
+            raise ValueError(f"stem needs {spatial_dims} positive factors (one per axis), got {stem}")
+        self.stem_block = math.prod(self.stem)
+        self.divisor = unet_divisor(self.strides, self.stem)
         self.decoder_convs = int(decoder_convs)
 
         self.encoder = nn.ModuleList()
-        channels = in_channels
+        channels = in_channels * self.stem_block
         for width, stride, kernel in zip(self.features, self.strides, self.kernel_sizes):
             self.encoder.append(UnetBasicBlock(spatial_dims, channels, width, kernel, stride, norm_name, act_name,
                                                dropout))
@@ -93,7 +135,8 @@ class UNet(nn.Module):
                                             norm=norm_name, dropout=dropout, bias=False)
         num_heads = max(1, len(self.features) - 2) if deep_supervision else 1
         self.heads = nn.ModuleList(
-            UnetOutBlock(spatial_dims, self.features[i], out_channels) for i in range(num_heads)
+            UnetOutBlock(spatial_dims, self.features[i], out_channels * (self.stem_block if i == 0 else 1))
+            for i in range(num_heads)
         )
         self.apply(_he_init)
 
@@ -105,6 +148,8 @@ class UNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         """Logits at full resolution, or the deep-supervision list in training mode."""
         self._check_input(x)
+        if self.stem_block > 1:
+            x = space_to_depth(x, self.stem)
         skips = []
         for stage in self.encoder:
             x = stage(x)
@@ -117,6 +162,8 @@ class UNet(nn.Module):
                 outputs.append(self.heads[level](x))
         if len(self.encoder) == 1:
             outputs.append(self.heads[0](x))
+        if self.stem_block > 1:
+            outputs[-1] = depth_to_space(outputs[-1], self.stem)
         if self._supervising():
             return outputs[::-1]
         return outputs[-1]
