@@ -6,7 +6,7 @@ import pytest
 
 from medsight.errors import PlanError
 from medsight.planning.budget import epochs_for_budget
-from medsight.planning.plan import target_spacing_rule, validate_plan
+from medsight.planning.plan import REQUIRED_KEYS, target_spacing_rule, validate_plan
 from medsight.tasks.segmentation import patch_size_rule
 
 
@@ -37,6 +37,18 @@ def test_patch_rule_fits_budget_and_divides():
 def test_edited_plan_missing_entries_refused():
     with pytest.raises(PlanError, match="epochs"):
         validate_plan({"task": "segmentation"})
+
+
+def test_edited_unet_patch_must_fit_its_strides_and_stem():
+    base = {"task": "segmentation", "epochs": 1, "steps_per_epoch": 1, "batch_size": 1, "dims": 2,
+            "patch_size": [256, 256], "network": {"name": "unet", "strides": [[1, 1], [2, 2], [2, 2]]}}
+    base.update({k: base.get(k, {}) for k in REQUIRED_KEYS})
+    validate_plan(base)  # 256 is a multiple of 4, and of 4 x 2 with a stem
+    validate_plan({**base, "network": {**base["network"], "stem": [2, 2]}})
+    with pytest.raises(PlanError, match=r"patch_size \[102, 256\] is not a multiple of \[4, 4\]"):
+        validate_plan({**base, "patch_size": [102, 256]})
+    with pytest.raises(PlanError, match=r"\[12, 8\] \(the U-Net's strides times its stem\)"):
+        validate_plan({**base, "network": {**base["network"], "stem": [3, 2]}})
 
 
 def test_a_fingerprint_of_an_older_medsight_is_computed_again(tmp_path, shared_data):

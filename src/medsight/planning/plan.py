@@ -100,7 +100,23 @@ def validate_plan(plan: dict, path: Path | None = None) -> dict:
         raise PlanError("epochs, steps_per_epoch and batch_size must be >= 1", path=path)
     ema_decay(plan, path)
     validate_regions(plan, path)
+    validate_unet_patch(plan, path)
     return plan
+
+
+def validate_unet_patch(plan: dict, path: Path | None = None) -> None:
+    """A U-Net plan's patch must be a multiple of the network's strides (times its ``stem``) on every axis;
+    an edit of either that breaks this is named here, not by the first training step."""
+    from medsight.nets.unet import unet_divisor
+
+    network, patch = plan.get("network") or {}, plan.get("patch_size")
+    if network.get("name") != "unet" or not patch or not network.get("strides"):
+        return
+    divisor = unet_divisor(network["strides"], network.get("stem"))
+    if len(divisor) != len(patch) or any(int(p) % d for p, d in zip(patch, divisor)):
+        raise PlanError(f"patch_size {list(patch)} is not a multiple of {divisor} (the U-Net's strides"
+                        f"{' times its stem' if network.get('stem') else ''}) on every axis", path=path,
+                        fix="make each patch axis a multiple of that, or delete plan.json and plan again")
 
 
 def validate_regions(plan: dict, path: Path | None = None) -> None:
