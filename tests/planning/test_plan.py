@@ -68,3 +68,14 @@ def test_a_fingerprint_of_an_older_medsight_is_computed_again(tmp_path, shared_d
     again = api.fingerprint(ds, workers=1, progress=False)
     assert again["spacing_known"] is False and again["foreground_layout"] == first["foreground_layout"]
     assert json.loads((ds / "fingerprint.json").read_text())["version"] == again["version"]
+
+
+def test_summary_names_the_stem_of_an_edited_plan():
+    from medsight.planning.plan import summary_table
+
+    plan = {"task": "segmentation", "dims": 2, "patch_size": [256, 256], "normalization": [{"scheme": "zscore"}],
+            "batch_size": 4, "loss": {"name": "dice_ce"}, "optimizer": {"name": "adamw", "lr": 3e-3}, "epochs": 2,
+            "steps_per_epoch": 5, "network": {"name": "unet", "features": [32, 64], "strides": [[1, 1], [2, 2]]}}
+    assert "stem" not in summary_table(plan)
+    plan["network"]["stem"] = [2, 2]
+    assert "features=[32, 64], stem=[2, 2]" in summary_table(plan)

@@ -185,7 +185,8 @@ def summary_table(plan: dict) -> str:
     rows = [
         ("task", f"{plan['task']} ({plan['dims']}D)"),
         ("network", f"{net.get('name')} " + ", ".join(f"{k}={v}" for k, v in net.items()
-                                                       if k in ("features", "pretrained", "num_classes", "widths"))),
+                                                       if k in ("features", "pretrained", "num_classes", "widths", "stem",
+                                                                "decoder_convs"))),
         ("input", f"patch {plan.get('patch_size')}" if plan.get("patch_size") else f"size {plan.get('input_size')}"),
         ("spacing", str(plan.get("target_spacing") or "as the files")
                     + (" (low resolution: the patch covers a quarter of the median image)" if plan.get("lowres") else "")
