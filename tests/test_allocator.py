@@ -1,19 +1,23 @@
 """The allocator setting the command line makes: freed blocks stay mapped for reuse (observable in RSS)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
-PROBE = """
-import sys
-import numpy as np
-from medsight.allocator import keep_freed_memory
-
+#: the probes' resident-memory reader (Linux's /proc, 4 KiB pages)
+RSS_MB = """
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
+"""
+
+PROBE = RSS_MB + """
+import sys
+import numpy as np
+from medsight.allocator import keep_freed_memory
 
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 before = rss_mb()
@@ -24,8 +28,6 @@ print(applied, round(rss_mb() - before))
 
 
 def _probe(mode: str, **env: str) -> tuple[str, int]:
-    import os
-
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=120,
                          env={**os.environ, **env}, check=True).stdout.split()
     return out[0], int(out[1])
@@ -42,19 +44,15 @@ def test_freed_blocks_stay_for_reuse_only_when_asked():
     applied, _ = _probe("keep", MALLOC_MMAP_THRESHOLD_="65536")  # the user's own setting wins
     assert applied == "False"
 
-
-
-IN_PROCESS = """
+IN_PROCESS = RSS_MB + """
 import numpy as np
 from medsight.cli import main
 
 main(["plan", "/nonexistent-dataset"])  # the command line called by another program (an error: exit 2)
-with open("/proc/self/statm") as f:
-    before = int(f.read().split()[1])
+before = rss_mb()
 block = np.ones(200 * 2**20 // 8)
 del block
-with open("/proc/self/statm") as f:
-    print(round((int(f.read().split()[1]) - before) * 4096 / 2**20))
+print(round(rss_mb() - before))
 """
 
 
