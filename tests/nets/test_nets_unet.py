@@ -138,6 +138,21 @@ def test_receptive_field_by_hand_and_by_probing_the_network():
     assert int(rows.max() - rows.min() + 1) == 35  # the encoder alone would see 23
 
 
+def test_receptive_field_of_a_stem_network_is_the_stem_times_its_blocks():
+    strides, kernels = [[1, 1], [2, 2], [2, 2]], [[3, 3]] * 3
+    assert receptive_field(strides, kernels, stem=[2, 2]) == [70, 70]
+    assert receptive_field(strides, kernels, stem=[2, 1]) == [70, 35]
+    net = UNet(2, 1, 1, features=[2, 2, 2], strides=strides, kernel_sizes=kernels, norm="batch",
+               stem=[2, 2]).eval()
+    extents = []
+    for pos in (64, 65):  # either pixel of a block sees the same 35 blocks
+        x = torch.zeros(1, 1, 128, 128, requires_grad=True)
+        net(x)[0, 0, pos, pos].backward()
+        rows = torch.nonzero(x.grad[0, 0].abs().sum(1)).flatten()
+        extents.append((int(rows.min()), int(rows.max() - rows.min() + 1)))
+    assert extents[0] == extents[1] and extents[0][1] == 70
+
+
 def test_one_convolution_decoder_sees_less_and_keeps_the_outputs():
     # 3 stages; the bottleneck sees 23 pixels (jump 4). One k3 convolution at level 1 joins 2 bottleneck
     # units (23 + 4 = 27); at level 0 it joins 2 level-1 units, which share their bottleneck units or not by

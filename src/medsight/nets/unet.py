@@ -201,14 +201,16 @@ def _he_init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def receptive_field(strides: Sequence[Sequence[int]], kernel_sizes: Sequence[Sequence[int]]) -> list[int]:
+def receptive_field(strides: Sequence[Sequence[int]], kernel_sizes: Sequence[Sequence[int]],
+                    stem: Sequence[int] | None = None) -> list[int]:
     """Per axis, the input extent one full-resolution output of :class:`UNet` sees (encoder and decoder).
 
     Each convolution widens it by ``(kernel - 1) * jump``, ``jump`` being the product of the strides above
     it; a stage has two convolutions, the encoder's first strided; a transposed convolution whose kernel
     equals its stride maps each output to one input and widens nothing. (With ``decoder_convs=1`` the
     extent depends on the output's position modulo the strides, so no single number describes it; the
-    planning rules size the stages by the two-convolution layout.)
+    planning rules size the stages by the two-convolution layout.) A ``stem`` runs the whole network on
+    blocks of ``stem`` input pixels: an output sees the blocks its block sees, ``stem`` times the extent.
 
     >>> receptive_field([[1, 1], [2, 2]], [[3, 3], [3, 3]])  # 1 + 2 + 2 | + 2 + 2*2 | + 2 + 2 (decoder)
     [15, 15]
@@ -223,7 +225,7 @@ def receptive_field(strides: Sequence[Sequence[int]], kernel_sizes: Sequence[Seq
             jumps.append(jump)
         for level in reversed(range(len(strides) - 1)):
             rf += 2 * (kernel_sizes[level][axis] - 1) * jumps[level]
-        field.append(rf)
+        field.append(rf * (int(stem[axis]) if stem else 1))
     return field
 
 
