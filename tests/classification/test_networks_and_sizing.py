@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from medsight.classification.networks import EnsembleLoss, MemberEnsemble, small_resnet
-from medsight.classification.sizing import WIDTH_LADDER, widest_that_fits
+from medsight.classification.sizing import WIDTH_LADDER, time_training_step, widest_that_fits
 from medsight.nets import create_model
 from medsight.tasks.batch_augment import mirror_variants, random_affine_batch, rotation_matrix
 
@@ -105,3 +106,28 @@ def test_3d_affine_batch_rotates_and_keeps_identity_without_augmentation():
     assert out.shape == x.shape
     assert not torch.allclose(out, x, atol=0.1)
     assert out.sum().item() == pytest.approx(x.sum().item(), rel=0.15)  # mass kept (interpolation aside)
+
+
+class _SlowFirstCalls(torch.nn.Module):
+    """A linear layer whose first ``slow`` forward passes sleep 0.3 s (a process still warming up)."""
+
+    def __init__(self, slow: int):
+        super().__init__()
+        self.linear, self.calls, self.slow = torch.nn.Linear(4, 2), 0, slow
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls <= self.slow:
+            time.sleep(0.3)
+        return self.linear(x)
+
+
+def test_timed_step_leaves_the_warmup_steps_out():
+    x, y = torch.zeros(8, 4), torch.zeros(8, dtype=torch.long)
+    # two slow first calls: one warm-up step leaves one slow step among the timed, but the fastest is fast
+    model = _SlowFirstCalls(slow=2)
+    assert time_training_step(model, x, y, repeats=2, warmup=1) < 0.2 and model.calls == 3
+    # three slow calls and one warm-up: both timed steps slow; three warm-ups: neither
+    assert time_training_step(_SlowFirstCalls(slow=3), x, y, repeats=2, warmup=1) >= 0.3
+    model = _SlowFirstCalls(slow=3)
+    assert time_training_step(model, x, y, repeats=2, warmup=3) < 0.2 and model.calls == 5

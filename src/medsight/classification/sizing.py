@@ -23,8 +23,8 @@ PLANES_LADDER: tuple[tuple[int, ...], ...] = ((16, 32, 64), (32, 64, 128), (64, 
 
 
 def time_training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 2,
-                       channels_last: bool = False) -> float:
-    """Fastest of ``repeats`` timed AdamW steps of ``model`` on the batch ``(x, y)`` (after a warm-up step).
+                       channels_last: bool = False, warmup: int = 1) -> float:
+    """Fastest of ``repeats`` timed AdamW steps of ``model`` on the batch ``(x, y)`` (after ``warmup`` steps).
 
     The minimum, as ``timeit`` takes it: noise (another process, a slow first call) only adds time. A plan timed
     while another job shared the cores still buys less than it should (RetinaMNIST: one ensemble member
@@ -36,14 +36,14 @@ def time_training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     times = []
-    for i in range(repeats + 1):
+    for i in range(repeats + warmup):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
         if x.is_cuda:
             torch.cuda.synchronize()
-        if i:
+        if i >= warmup:
             times.append(time.perf_counter() - start)
     return min(times)
 
