@@ -57,7 +57,7 @@ PRETRAIN_SHARE = 0.5
 #: a trained strategy's time over its timed steps (augmentation, test-time views, evaluation). Measured on
 #: EfficientNet-Lite0 at 224 px, 352 images, 2 threads: training took 0.97x (fine-tuning: the backbone opens
 #: gradually) and 1.08x (scratch) of the steady timed step; session 14's 1.25 over a first-call timing 1.5x
-#: too slow left 31 of 60 minutes unused (NOTES.md, session 16)
+#: too slow used 31 of 60 minutes (NOTES.md, session 16)
 TRAINING_OVERHEAD = 1.15
 #: untimed steps before timing, and timed steps (the fastest counts): the first steps of a process run up to
 #: 1.5x slower while its heap and kernels warm, and this VM's speed drifts between seconds
