@@ -44,6 +44,7 @@ def test_freed_blocks_stay_for_reuse_only_when_asked():
     applied, _ = _probe("keep", MALLOC_MMAP_THRESHOLD_="65536")  # the user's own setting wins
     assert applied == "False"
 
+
 IN_PROCESS = RSS_MB + """
 import numpy as np
 from medsight.cli import main
