@@ -109,3 +109,38 @@ def test_compare_refuses_bad_input(isic_small, tmp_path, capsys):
     assert main(["compare", str(isic_small), "--label-fraction", "0"]) == 2
     assert main(["pretrain", str(tmp_path / "empty_dir_missing"), "-o", str(tmp_path / "e.safetensors")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_a_rerun_reuses_the_stored_plan_instead_of_timing_again(isic_small, tmp_path, monkeypatch):
+    """An interrupted comparison resumes: the re-run takes the plan its first run wrote (timing this VM again
+    could pick other epochs, whose parts would be kept apart from the finished ones); another budget plans anew."""
+    import medsight.compare as cmp
+
+    timed = []
+
+    def slow(side):  # so slow that every side fits one epoch: the smallest side is taken
+        timed.append(side)
+        return 100.0
+
+    monkeypatch.setattr(cmp, "measure_seconds_per_image", slow)
+    out = tmp_path / "cmp"
+    first = cmp.compare(isic_small, out, budget_minutes=0.05, strategies=["finetune"], folds=[0], quiet=True)
+    assert timed == list(cmp.SIDES) and first["plan"]["side"] == cmp.SIDES[-1] and first["plan"]["epochs"] == 1
+    stored = json.loads((out / cmp.PLAN_FILE).read_text())
+    assert stored["request"]["budget_minutes"] == 0.05 and stored["plan"]["side"] == cmp.SIDES[-1]
+    part = next((out / "parts").glob("*/finetune_fold0.json"))
+    written = part.stat().st_mtime_ns
+
+    monkeypatch.setattr(cmp, "measure_seconds_per_image", lambda side: pytest.fail("timed again"))
+    again = cmp.compare(isic_small, out, budget_minutes=0.05, strategies=["finetune"], folds=[0], quiet=True)
+    assert again["strategies"]["finetune"]["auc"] == first["strategies"]["finetune"]["auc"]
+    assert part.stat().st_mtime_ns == written  # the finished part was read, not trained again
+
+    timed.clear()
+    monkeypatch.setattr(cmp, "measure_seconds_per_image", slow)
+    cmp.compare(isic_small, out, budget_minutes=0.06, strategies=["finetune"], folds=[0], quiet=True)
+    assert timed == list(cmp.SIDES)  # another request: planned again, and the stored plan replaced
+    assert json.loads((out / cmp.PLAN_FILE).read_text())["request"]["budget_minutes"] == 0.06
+    (out / cmp.PLAN_FILE).write_text("{not json")
+    with pytest.raises(cmp.InputError, match="unreadable comparison plan"):
+        cmp.compare(isic_small, out, budget_minutes=0.06, strategies=["finetune"], folds=[0], quiet=True)

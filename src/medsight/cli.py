@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "a recommendation",
             "medsight compare work/isic --budget-minutes 60")
     p.add_argument("dataset_dir")
-    p.add_argument("-o", "--out", help="output folder (default DATASET_DIR/compare)")
+    p.add_argument("-o", "--out", help="output folder (default DATASET_DIR/compare); run the same command again "
+                                      "to resume: its plan and finished folds are reused")
     p.add_argument("--budget-minutes", type=float, default=60.0, help="for the whole comparison (default 60)")
     p.add_argument("--strategies", nargs="+", default=["frozen", "finetune", "scratch", "selfsup"],
                    choices=["frozen", "finetune", "scratch", "selfsup"])

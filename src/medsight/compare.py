@@ -18,7 +18,9 @@ comparison) picks the image side and the epochs from timed training steps on thi
 Outputs in OUT_DIR (default ``DATASET_DIR/compare``): ``compare.csv``, ``compare.json``,
 ``oof_predictions.csv`` and ``compare.html`` (the table, the paired tests and the ROC curves).
 Finished (strategy, fold) results are kept in ``OUT_DIR/parts/<settings>/`` and reused when the command is
-re-run with the same settings (side, epochs, labels, encoder, seed).
+re-run with the same settings (side, epochs, labels, encoder, seed). The plan is kept in
+``OUT_DIR/compare_plan.json`` and reused by a re-run with the same request (budget, strategies, folds, labels),
+so an interrupted comparison resumes instead of re-timing this machine into other epochs.
 """
 from __future__ import annotations
 
@@ -62,6 +64,8 @@ TRAINING_OVERHEAD = 1.15
 #: untimed steps before timing, and timed steps (the fastest counts): the first steps of a process run up to
 #: 1.5x slower while its heap and kernels warm, and this VM's speed drifts between seconds
 TIMING_WARMUP, TIMING_REPEATS = 2, 4
+#: the plan of a comparison, with the request it was made for, in its output folder
+PLAN_FILE = "compare_plan.json"
 
 
 def measure_seconds_per_image(side: int, batch: int = 32) -> float:
@@ -105,6 +109,25 @@ def plan_comparison(n_train: int, n_folds: int, budget_minutes: float, strategie
     return {"side": int(chosen_side), "epochs": int(chosen_epochs), "timed_seconds_per_image": timing,
             "seconds_per_strategy": round(per_strategy, 1), "pretrain_minutes_per_fold": round(pretrain_seconds / 60, 3),
             "budget_minutes": budget_minutes, "strategies": list(strategies)}
+
+
+def stored_plan(out_dir: Path, request: dict) -> dict | None:
+    """The plan an earlier run wrote in ``out_dir`` for the same request, or None.
+
+    Planning times training steps, and this VM's speed drifts between runs: a re-timed plan can pick other
+    epochs, whose parts are then kept apart from the finished ones. Reusing the stored plan makes an
+    interrupted comparison resume where it stopped, as ``plan.json`` does for ``medsight train``.
+    """
+    path = Path(out_dir) / PLAN_FILE
+    try:
+        stored = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable comparison plan ({exc})", path=path, fix="delete it to plan again") from None
+    if not isinstance(stored, dict) or stored.get("request") != request or not isinstance(stored.get("plan"), dict):
+        return None
+    return stored["plan"]
 
 
 def _subsample(train_idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -192,8 +215,19 @@ def compare(dataset_dir: str | Path, out_dir: str | Path | None = None, budget_m
     fold_ids = list(range(len(manifest.splits))) if folds is None else [int(k) for k in folds]
     out = Path(out_dir) if out_dir else Path(dataset_dir) / "compare"
     n_train = int(np.mean([len(manifest.splits[k]["train"]) for k in fold_ids]))
-    plan = plan_comparison(max(1, int(n_train * label_fraction)), len(fold_ids), budget_minutes, strategies,
-                           pretrain_needed=encoder is None, side=side, epochs=epochs)
+    request = {"budget_minutes": budget_minutes, "strategies": list(strategies), "folds": fold_ids,
+               "n_train_labelled": max(1, int(n_train * label_fraction)), "pretrain_needed": encoder is None,
+               "side": side, "epochs": epochs}
+    plan = stored_plan(out, request)
+    if plan is None:
+        plan = plan_comparison(request["n_train_labelled"], len(fold_ids), budget_minutes, strategies,
+                               seconds_per_image=measure_seconds_per_image, pretrain_needed=encoder is None,
+                               side=side, epochs=epochs)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / PLAN_FILE, json.dumps({"request": request, "plan": plan}, indent=1))
+    else:
+        _log(f"compare: the plan in {out / PLAN_FILE} was made for this request: reused, so finished parts are too "
+             f"(delete it to time this machine again)", quiet)
     parts = out / "parts" / _settings_key(plan, label_fraction, encoder, seed, color_constancy)
     parts.mkdir(parents=True, exist_ok=True)
     _log(f"compare: {len(manifest.cases)} cases, folds {fold_ids}, side {plan['side']} px, {plan['epochs']} epochs "
