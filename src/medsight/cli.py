@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs (default: as many as the budget allows)")
     p.add_argument("--side", type=int, default=128, help="image side in pixels (default 128)")
     p.add_argument("--init", choices=["imagenet", "random"], default="imagenet")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from OUTPUT.checkpoint.pt (same folder and options)")
     p.add_argument("--threads", type=int)
 
     p = cmd("lesions", "classify lesions at given points: patches at several scales around each point, one "
@@ -304,7 +306,7 @@ def dispatch(args: argparse.Namespace) -> None:
         from medsight.pretrain import pretrain
 
         pretrain(args.images_dir, args.output, epochs=args.epochs, budget_minutes=args.budget_minutes,
-                 side=args.side, init=args.init)
+                 side=args.side, init=args.init, resume=args.resume)
     elif args.command == "lesions":
         from medsight.classification.lesions import classify_lesions
 

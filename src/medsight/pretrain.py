@@ -84,10 +84,13 @@ def _views(images: np.ndarray, seeds: list, augmentation: dict) -> torch.Tensor:
 
 def simclr_pretrain(images: np.ndarray, epochs: int | None = None, budget_minutes: float | None = None,
                     init: str = "imagenet", batch_size: int = 32, lr: float | None = None, temperature: float = 0.2,
-                    seed: int = 0, quiet: bool = True) -> tuple[nn.Module, dict]:
+                    seed: int = 0, quiet: bool = True, checkpoint: str | Path | None = None, resume: bool = False,
+                    checkpoint_every_seconds: float = 60.0) -> tuple[nn.Module, dict]:
     """SimCLR on uint8 ``images`` (N, 3, H, W); returns the EfficientNet-Lite0 backbone and a log.
 
-    Give ``epochs``, or ``budget_minutes`` (the first steps are timed and the epochs set to fit).
+    Give ``epochs``, or ``budget_minutes`` (the first steps are timed and the epochs set to fit). With
+    ``checkpoint``, the state at the end of an epoch is saved there (at most every
+    ``checkpoint_every_seconds``), and ``resume`` continues from it: on a CPU exactly as if uninterrupted.
     """
     from medsight.nets.efficientnet import efficientnet_lite0
 
@@ -105,6 +108,19 @@ def simclr_pretrain(images: np.ndarray, epochs: int | None = None, budget_minute
     start = time.perf_counter()
     total_epochs = epochs
     epoch = 0
+    request = _request_digest(images, epochs, budget_minutes, init, batch_size, lr, temperature, seed)
+    if resume:
+        state = _resume_state(checkpoint, request)
+        net.load_state_dict(state["net"])
+        head.load_state_dict(state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        epoch, total_epochs, log = int(state["epoch"]), int(state["total_epochs"]), json.loads(state["log"])
+        start -= float(state["seconds"])
+        if not quiet:
+            print(f"pretrain: resumed after epoch {epoch} of {total_epochs}", flush=True)
+    last_save = time.perf_counter()
     while total_epochs is None or epoch < total_epochs:
         order = rng.permutation(len(images))
         for s in range(steps_per_epoch):
@@ -131,8 +147,46 @@ def simclr_pretrain(images: np.ndarray, epochs: int | None = None, budget_minute
         if not quiet:
             print(f"pretrain epoch {epoch}/{total_epochs}: NT-Xent {np.mean(log['loss'][-steps_per_epoch:]):.4f}",
                   flush=True)
+        if checkpoint is not None and epoch < total_epochs and time.perf_counter() - last_save >= checkpoint_every_seconds:
+            from medsight.training.checkpoint import save_checkpoint
+
+            save_checkpoint(checkpoint, {"net": net.state_dict(), "head": head.state_dict(),
+                                         "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                                         "numpy_rng": json.dumps(rng.bit_generator.state), "epoch": epoch,
+                                         "total_epochs": total_epochs, "log": json.dumps(log),
+                                         "seconds": time.perf_counter() - start}, request)
+            last_save = time.perf_counter()
     log["seconds"] = round(time.perf_counter() - start, 1)
     return net.backbone, log
+
+
+def _request_digest(images: np.ndarray, *settings) -> str:
+    """What a pretraining checkpoint belongs to: the images' pixels and the settings that shape training."""
+    import hashlib
+
+    h = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    h.update(json.dumps([list(images.shape), *settings]).encode())
+    return h.hexdigest()
+
+
+def _resume_state(checkpoint: str | Path | None, request: str) -> dict:
+    """The saved state to continue from; refuses a missing checkpoint or one of other images or settings."""
+    from medsight.training.checkpoint import load_checkpoint
+
+    if checkpoint is None or not Path(checkpoint).is_file():
+        raise InputError("nothing to resume: no unfinished pretraining checkpoint", path=checkpoint,
+                         fix="run it without --resume")
+    state = load_checkpoint(checkpoint)
+    if state.get("plan_hash") != request:
+        raise InputError("the unfinished pretraining was started on other images or settings", path=checkpoint,
+                         fix="give the same folder and options, or delete the checkpoint to start again")
+    return state
+
+
+def checkpoint_path(output: str | Path) -> Path:
+    """Where ``medsight pretrain -o OUTPUT`` keeps its unfinished state: ``OUTPUT.checkpoint.pt``."""
+    output = Path(output)
+    return output.with_name(output.name + ".checkpoint.pt")
 
 
 def save_encoder(backbone: nn.Module, path: str | Path, info: dict) -> Path:
@@ -173,22 +227,32 @@ def load_encoder(path: str | Path) -> dict[str, torch.Tensor]:
 
 def pretrain(images_dir: str | Path, output: str | Path, epochs: int | None = None, budget_minutes: float = 10.0,
              side: int = 128, init: str = "imagenet", batch_size: int = 32, seed: int = 0,
-             quiet: bool = False) -> Path:
+             quiet: bool = False, resume: bool = False, checkpoint_every_seconds: float = 60.0) -> Path:
     """Self-supervised SimCLR pretraining on every image under IMAGES_DIR; writes the encoder to OUTPUT.
+
+    Until it finishes, its state is kept in ``OUTPUT.checkpoint.pt`` (:func:`checkpoint_path`); ``resume``
+    continues from there, and a new run refuses to start over it. The checkpoint goes when the encoder is written.
 
     Example:
         >>> pretrain("../shared/data/isic_uda1", "work/isic_encoder.safetensors", budget_minutes=10)  # doctest: +SKIP
     """
     if init not in ("imagenet", "random"):
         raise InputError(f"unknown initialisation {init!r}", fix="use imagenet or random")
+    unfinished = checkpoint_path(output)
+    if unfinished.is_file() and not resume:
+        raise InputError("an unfinished pretraining of this encoder exists", path=unfinished,
+                         fix="add --resume to continue it, or delete it to start again")
     files = find_images(images_dir)
     images = load_images(files, side)
     backbone, log = simclr_pretrain(images, epochs=epochs, budget_minutes=None if epochs else budget_minutes,
-                                    init=init, batch_size=batch_size, seed=seed, quiet=quiet)
+                                    init=init, batch_size=batch_size, seed=seed, quiet=quiet, checkpoint=unfinished,
+                                    resume=resume, checkpoint_every_seconds=checkpoint_every_seconds)
     info = {"images_dir": str(Path(images_dir).resolve()), "num_images": len(files), "side": side, "init": init,
             "objective": "SimCLR NT-Xent (temperature 0.2)", "epochs": log["epochs"], "seconds": log["seconds"],
             "first_loss": log["loss"][0], "last_loss": float(np.mean(log["loss"][-5:]))}
     path = save_encoder(backbone, output, info)
+    for leftover in (unfinished, Path(str(unfinished) + ".sha256")):
+        leftover.unlink(missing_ok=True)
     if not quiet:
         print(f"encoder of {len(files)} images, {log['epochs']} epochs ({log['seconds']} s) written to {path}")
     return path
