@@ -128,3 +128,61 @@ def test_empty_mask_is_a_warning_not_an_error(tmp_path, shared_data):
     assert r.returncode == 0, r.stderr
     assert "em_01" in r.stderr and "empty" in r.stderr.lower()
     assert json.loads((ds / "manifest.json").read_text())["task"] == "segmentation"
+
+
+
+# The study commands (lesions, mil, weak, pretrain): sizes, output paths and datasets without boxes.
+
+ZERO_SIZES = [("lesions", "--scales", ["0", "32"]), ("lesions", "--patch", ["0"]), ("mil", "--downsample", ["0"]),
+              ("mil", "--tile", ["-2"]), ("weak", "--downsample", ["0"]), ("pretrain", "--side", ["0"])]
+
+
+@pytest.mark.parametrize("command, option, values", ZERO_SIZES, ids=[f"{c}{o}" for c, o, _ in ZERO_SIZES])
+def test_sizes_below_one_are_refused_by_the_parser(command, option, values, tmp_path, capsys):
+    from medsight.cli import main
+
+    out = tmp_path / "out"
+    source = ["IMAGES"] if command in ("lesions", "pretrain") else ["DS", "--positive-class", "WBC"]
+    with pytest.raises(SystemExit) as e:
+        main([command, *source, "-o", str(out), option, *values])
+    assert e.value.code == 2
+    assert f"error: argument {option}: {values[0]} must be at least 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["lesions", "mil", "weak"])
+def test_an_output_folder_that_is_a_file_is_refused(command, tmp_path, capsys):
+    from medsight.cli import main
+
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    source = ["p.csv"] if command == "lesions" else [str(tmp_path / "ds"), "--positive-class", "WBC"]
+    assert main([command, *source, "-o", str(taken)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"medsight: error: {taken}: is a file, not a folder (give a folder for the outputs with -o)"]
+    assert taken.read_text() == "keep me"
+
+
+def test_weak_on_a_dataset_without_boxes_says_so(tmp_path, shared_data, capsys):
+    from medsight import api
+    from medsight.cli import main
+    from medsight.errors import InputError
+    from medsight.weak import weak_localise
+
+    voc = tmp_path / "voc"
+    names = (shared_data / "bccd/splits/train.txt").read_text().split()[:5]
+    for sub in ("Annotations", "JPEGImages", "splits"):
+        (voc / sub).mkdir(parents=True)
+    for name in names:
+        (voc / "JPEGImages" / f"{name}.jpg").symlink_to(shared_data / "bccd/JPEGImages" / f"{name}.jpg")
+    (voc / "splits/train.txt").write_text("\n".join(names[:3]))
+    (voc / "splits/val.txt").write_text("\n".join(names[3:]))
+    ds = tmp_path / "ds"
+    api.import_dataset(voc, ds, format="voc", progress=False)
+    out = tmp_path / "weak"
+    assert main(["weak", str(ds), "--positive-class", "WBC", "-o", str(out), "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{ds}: the dataset has no boxes, so no classes at all" in err[0], err
+    assert not out.exists()
+    with pytest.raises(InputError, match="downsample must be at least 1"):
+        weak_localise(ds, out, "WBC", downsample=0)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 
 from medsight import api
@@ -26,3 +28,24 @@ def test_export_matches_torch(tiny_breast, tmp_path):
         ref = model(torch.from_numpy(x)).numpy()
     out = ort.InferenceSession(str(path)).run(None, {"image": x})[0]
     np.testing.assert_allclose(out, ref, atol=1e-4)
+
+
+def test_an_existing_folder_as_output_is_refused_and_a_failed_export_leaves_no_temporary_file(
+        tiny_breast, tmp_path, monkeypatch):
+    from medsight.errors import InputError
+
+    run = api.train(tiny_breast, quiet=True)
+    outputs = tmp_path / "outputs"
+    folder = outputs / "existing"
+    folder.mkdir(parents=True)
+    with pytest.raises(InputError, match="is a folder, not a file") as e:
+        api.export(run, folder, quiet=True)
+    assert e.value.path == str(folder) and list(folder.iterdir()) == []
+
+    def refuse(self, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", refuse)
+    with pytest.raises(OSError, match="No space left"):
+        api.export(run, outputs / "m.onnx", quiet=True)
+    assert [p.name for p in outputs.iterdir()] == ["existing"]

@@ -59,3 +59,34 @@ def test_an_interrupted_pretraining_resumes_to_the_same_encoder(six_images, tmp_
     assert info["epochs"] == 3
     with pytest.raises(InputError, match="nothing to resume"):
         pretraining.pretrain(six_images, tmp_path / "never.safetensors", **options, resume=True)
+
+
+def test_bad_sizes_outputs_and_too_few_images_are_refused_before_any_work(six_images, tmp_path, capsys):
+    with pytest.raises(InputError, match="side must be at least 1 pixel"):
+        pretraining.pretrain(six_images, tmp_path / "enc.safetensors", side=0)
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    assert main(["pretrain", str(six_images), "-o", str(folder), "--threads", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (f"medsight: error: {folder}: is a folder, not a file (give the encoder "
+                                               "file to write, e.g. -o encoder.safetensors)")
+    assert list(folder.iterdir()) == [] and list(tmp_path.glob(".*.tmp")) == []
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "a.jpg").symlink_to(next(six_images.iterdir()))
+    assert main(["pretrain", str(one), "-o", str(tmp_path / "enc.safetensors"), "--threads", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (f"medsight: error: {one}: contrastive pretraining needs at least 4 "
+                                               "images, the folder holds 1")
+    assert not (tmp_path / "enc.safetensors").exists()
+
+
+def test_a_failed_rename_leaves_no_temporary_encoder(tmp_path, monkeypatch):
+    from medsight.nets.efficientnet import efficientnet_lite0
+
+    def refuse(self, target):
+        raise IsADirectoryError(21, "Is a directory", str(self), str(target))
+
+    monkeypatch.setattr(pretraining.Path, "replace", refuse)
+    with pytest.raises(IsADirectoryError):
+        pretraining.save_encoder(efficientnet_lite0(num_classes=2, pretrained=False).backbone,
+                                 tmp_path / "enc.safetensors", {})
+    assert list(tmp_path.iterdir()) == []

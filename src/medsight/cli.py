@@ -38,6 +38,17 @@ def _training_fold(value: str) -> int | str:
                                          "'every' (each fold in turn)") from None
 
 
+def _positive_int(value: str) -> int:
+    """A size or count that must be at least 1 (pixels, tiles, a downsampling factor)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return number
+
+
 def _options(pairs: list[str] | None) -> dict:
     """``--option key=value`` pairs for an importer."""
     out = {}
@@ -170,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="encoder file to write (safetensors)")
     p.add_argument("--budget-minutes", type=float, default=10.0)
     p.add_argument("--epochs", type=int, help="epochs (default: as many as the budget allows)")
-    p.add_argument("--side", type=int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--side", type=_positive_int, default=128, help="image side in pixels (default 128)")
     p.add_argument("--init", choices=["imagenet", "random"], default="imagenet")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from OUTPUT.checkpoint.pt (same folder and options)")
@@ -182,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
             "medsight lesions work/bccd_points.csv -o out/bccd_lesions --scales 48 96 192")
     p.add_argument("points_csv")
     p.add_argument("-o", "--out", required=True)
-    p.add_argument("--scales", type=int, nargs="+", default=[32, 64, 128], help="patch sides in pixels around the point")
-    p.add_argument("--patch", type=int, default=32, help="side every patch is resized to")
+    p.add_argument("--scales", type=_positive_int, nargs="+", default=[32, 64, 128], help="patch sides in pixels around the point")
+    p.add_argument("--patch", type=_positive_int, default=32, help="side every patch is resized to")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--mode", choices=["3d", "2.5d"], default="3d", help="volumes: 3D patches or three orthogonal planes")
     p.add_argument("--images-root", help="folder of relative image paths (default: the CSV's folder)")
@@ -197,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positive-class", required=True)
     p.add_argument("-o", "--out", required=True)
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--tile", type=int, default=32, help="tile side after downsampling (pixels)")
-    p.add_argument("--downsample", type=int, default=2)
+    p.add_argument("--tile", type=_positive_int, default=32, help="tile side after downsampling (pixels)")
+    p.add_argument("--downsample", type=_positive_int, default=2)
     p.add_argument("--encoder", choices=["imagenet", "scratch"], default="imagenet",
                    help="tile features: frozen ImageNet EfficientNet-Lite0 (RGB) or a small CNN trained from scratch")
     p.add_argument("--threads", type=int)
@@ -223,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positive-class", required=True)
     p.add_argument("-o", "--out", required=True)
     p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--downsample", type=int, default=1)
+    p.add_argument("--downsample", type=_positive_int, default=1)
     p.add_argument("--threads", type=int)
 
     p = cmd("demo", "the whole flow on small real data shipped inside medsight (under 3 minutes on 2 cores)",

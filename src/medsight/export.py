@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from medsight.errors import CheckpointError
+from medsight.errors import CheckpointError, InputError
 from medsight.planning.plan import load_plan, plan_hash
 from medsight.tasks import get_task
 from medsight.training.checkpoint import load_checkpoint
@@ -27,6 +27,9 @@ class _EvalOutput(torch.nn.Module):
 
 def export_onnx(run_dir: Path, output: Path | None = None, fold: int | str | None = None) -> Path:
     """Write the network of one fold (the first trained one by default) as ONNX and the plan beside it."""
+    output = output or run_dir / "model.onnx"
+    if output.is_dir():
+        raise InputError("is a folder, not a file", path=output, fix="give the ONNX file to write, e.g. -o model.onnx")
     plan = load_plan(run_dir)
     folds = sorted(d for d in run_dir.glob("fold_*") if (d / FINAL).is_file())
     if fold is not None:
@@ -38,14 +41,17 @@ def export_onnx(run_dir: Path, output: Path | None = None, fold: int | str | Non
     model.load_state_dict(load_checkpoint(folds[0] / FINAL, plan_hash(plan))["model"])
     model = _EvalOutput(model.eval())
     x, _ = task.example_batch({**plan, "batch_size": 1})
-    output = output or run_dir / "model.onnx"
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
     spatial = {i + 2: f"d{i}" for i in range(x.dim() - 2)} if plan["task"] != "classification" else {}
-    torch.onnx.export(model, (x,), str(tmp), input_names=["image"], output_names=["logits"], opset_version=17,
-                      dynamic_axes={"image": {0: "batch", **spatial}, "logits": {0: "batch", **spatial}},
-                      dynamo=False)
-    tmp.replace(output)
+    try:
+        torch.onnx.export(model, (x,), str(tmp), input_names=["image"], output_names=["logits"], opset_version=17,
+                          dynamic_axes={"image": {0: "batch", **spatial}, "logits": {0: "batch", **spatial}},
+                          dynamo=False)
+        tmp.replace(output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     plan_out = output.with_suffix(".plan.json")
     plan_out.write_text(json.dumps({**plan, "exported_from": str(folds[0])}, indent=1))
     return output

@@ -28,6 +28,8 @@ from medsight.errors import InputError
 
 ENCODER_FORMAT = "medsight-encoder-v1"
 ARCHITECTURE = "efficientnet_lite0"
+#: NT-Xent needs other images in the batch to contrast each view with
+MIN_IMAGES = 4
 #: the two views' augmentation: stronger than supervised training's, as contrastive learning needs
 VIEW_AUGMENTATION = {"rotation": [-math.pi, math.pi], "scale": [0.6, 1.1], "translate": 0.1, "mirror_axes": [0, 1],
                      "brightness": [0.7, 1.3], "contrast": [0.6, 1.4]}
@@ -94,8 +96,8 @@ def simclr_pretrain(images: np.ndarray, epochs: int | None = None, budget_minute
     """
     from medsight.nets.efficientnet import efficientnet_lite0
 
-    if len(images) < 4:
-        raise InputError(f"contrastive pretraining needs at least 4 images, got {len(images)}")
+    if len(images) < MIN_IMAGES:
+        raise InputError(f"contrastive pretraining needs at least {MIN_IMAGES} images, got {len(images)}")
     torch.manual_seed(seed)
     net = efficientnet_lite0(num_classes=2, pretrained=init == "imagenet").to(memory_format=torch.channels_last)
     head = ProjectionHead(net.feature_dim)
@@ -199,8 +201,12 @@ def save_encoder(backbone: nn.Module, path: str | Path, info: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items() if not k.startswith("_fc")}
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata={"format": ENCODER_FORMAT, "architecture": ARCHITECTURE})
-    tmp.replace(path)
+    try:
+        save_file(state, str(tmp), metadata={"format": ENCODER_FORMAT, "architecture": ARCHITECTURE})
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     atomic_write_text(path.with_name(path.name + ".json"),
                       json.dumps({"format": ENCODER_FORMAT, "architecture": ARCHITECTURE, **info}, indent=1))
     return path
@@ -238,11 +244,19 @@ def pretrain(images_dir: str | Path, output: str | Path, epochs: int | None = No
     """
     if init not in ("imagenet", "random"):
         raise InputError(f"unknown initialisation {init!r}", fix="use imagenet or random")
+    if side < 1:
+        raise InputError(f"the image side must be at least 1 pixel, got {side}")
+    if Path(output).is_dir():
+        raise InputError("is a folder, not a file", path=output,
+                         fix="give the encoder file to write, e.g. -o encoder.safetensors")
     unfinished = checkpoint_path(output)
     if unfinished.is_file() and not resume:
         raise InputError("an unfinished pretraining of this encoder exists", path=unfinished,
                          fix="add --resume to continue it, or delete it to start again")
     files = find_images(images_dir)
+    if len(files) < MIN_IMAGES:
+        raise InputError(f"contrastive pretraining needs at least {MIN_IMAGES} images, the folder holds "
+                         f"{len(files)}", path=images_dir)
     images = load_images(files, side)
     backbone, log = simclr_pretrain(images, epochs=epochs, budget_minutes=None if epochs else budget_minutes,
                                     init=init, batch_size=batch_size, seed=seed, quiet=quiet, checkpoint=unfinished,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from medsight.datasets.manifest import Manifest, atomic_write_text
-from medsight.errors import InputError
+from medsight.errors import InputError, output_folder
 
 
 def _images_and_boxes(manifest: Manifest, positive: int, downsample: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -56,11 +56,17 @@ def weak_localise(dataset_dir: str | Path, out_dir: str | Path, positive_class: 
     from medsight.evaluation.classification import roc_auc
     from medsight.evaluation.detection import froc
 
+    if downsample < 1:
+        raise InputError(f"downsample must be at least 1, got {downsample}")
+    out = output_folder(out_dir)
     manifest = Manifest.load(dataset_dir)
     if manifest.task != "detection" or manifest.dims != 2 or not manifest.splits:
         raise InputError("weak localisation needs a 2D detection dataset with a train/validation split",
                          path=dataset_dir)
     by_name = {name: int(v) for v, name in manifest.labels.items()}
+    if not by_name:
+        raise InputError("the dataset has no boxes, so no classes at all: every image would be a negative",
+                         path=dataset_dir, fix="import a detection dataset whose images hold boxes")
     if positive_class not in by_name:
         raise InputError(f"no class {positive_class!r} in the dataset", path=dataset_dir,
                          fix=f"use one of {', '.join(sorted(by_name))}")
@@ -95,7 +101,6 @@ def weak_localise(dataset_dir: str | Path, out_dir: str | Path, positive_class: 
               "top_point_hit_rate": float(np.mean(top_hits)) if top_hits else None,
               "hit": "point inside a box of the class", "train_seconds": round(train_s, 1),
               "seconds": round(time.perf_counter() - start, 1)}
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "detections.csv", "case,class,x,y,score\n" + "\n".join(rows) + "\n")
     atomic_write_text(out / "weak.json", json.dumps(result, indent=1))

@@ -100,3 +100,58 @@ def test_points_csv_errors_name_the_file(tmp_path):
     bad.write_text("image,x,y,label\nmissing.png,1,2,RBC\n")
     with pytest.raises(InputError, match="does not exist"):
         read_points_csv(bad)
+
+
+def _points_csv(tmp_path, shared_data, bad_row: str):
+    """A points CSV of two real BCCD points and one bad one (line 4), images named relative to the CSV."""
+    (tmp_path / "JPEGImages").symlink_to(shared_data / "bccd" / "JPEGImages")
+    csv_path = tmp_path / "points.csv"
+    csv_path.write_text("image,x,y,label\nJPEGImages/BloodImage_00000.jpg,376,276,WBC\n"
+                        f"JPEGImages/BloodImage_00001.jpg,131,386,RBC\n{bad_row}\n")
+    return csv_path
+
+
+@pytest.mark.parametrize("bad_row", ["JPEGImages/BloodImage_00000.jpg,nan,100,RBC",
+                                     "JPEGImages/BloodImage_00000.jpg,100,inf,RBC"])
+def test_a_nan_or_infinite_point_names_the_csv_line_and_image(shared_data, tmp_path, bad_row):
+    csv_path = _points_csv(tmp_path, shared_data, bad_row)
+    with pytest.raises(InputError, match="line 4: the point in .*BloodImage_00000.jpg has a NaN") as e:
+        read_points_csv(csv_path)
+    assert e.value.path == str(csv_path)
+
+
+@pytest.mark.parametrize("x, y", [(5000, 100), (-3, 100), (100, 480)])
+def test_a_point_outside_its_image_is_refused_and_nothing_written(shared_data, tmp_path, x, y):
+    from medsight.classification.lesions import classify_lesions
+
+    csv_path = _points_csv(tmp_path, shared_data, f"JPEGImages/BloodImage_00000.jpg,{x},{y},RBC")
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"line 4: the point .* lies outside the image .*BloodImage_00000.jpg "
+                                         r"\(640 x 480 pixels\)") as e:
+        classify_lesions(csv_path, out, scales=(16,), patch=16, epochs=1, quiet=True)
+    assert e.value.path == str(csv_path) and not out.exists()
+
+
+def test_a_jpeg_given_as_the_points_csv_is_refused(shared_data):
+    jpeg = shared_data / "bccd" / "JPEGImages" / "BloodImage_00000.jpg"
+    with pytest.raises(InputError, match="is not a CSV text file") as e:
+        read_points_csv(jpeg)
+    assert e.value.path == str(jpeg)
+
+
+@pytest.mark.parametrize("scales, patch", [((0, 32), 16), ((16, -4), 16), ((16,), 0), ((), 16)])
+def test_patch_sides_below_one_pixel_are_refused_before_any_work(tmp_path, scales, patch):
+    from medsight.classification.lesions import classify_lesions
+
+    with pytest.raises(InputError, match="at least 1 pixel"):
+        classify_lesions(tmp_path / "never_read.csv", tmp_path / "out", scales=scales, patch=patch)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_is_a_file_is_refused(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    assert main(["lesions", str(tmp_path / "p.csv"), "-o", str(taken)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"medsight: error: {taken}: is a file, not a folder (give a folder for the outputs with -o)"]
+    assert taken.read_text() == "keep me"

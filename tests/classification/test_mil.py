@@ -108,3 +108,25 @@ def test_imagenet_tile_features_see_the_tile_content():
     model = train_mil(feats, np.array([0, 1]), epochs=2, batch_size=2)
     scores = model.instance_scores(torch.from_numpy(feats))
     assert scores.shape == (2, 3) and torch.allclose(scores.sum(1), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("downsample, tile", [(0, 32), (2, 0), (-1, 32)])
+def test_sizes_below_one_are_refused_before_any_work(tmp_path, downsample, tile):
+    from medsight.classification.mil import run_mil
+
+    with pytest.raises(InputError, match="downsample and tile must be at least 1"):
+        run_mil(tmp_path / "never_read", tmp_path / "out", "Platelets", downsample=downsample, tile=tile)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dataset_without_boxes_says_so(shared_data, tmp_path, capsys):
+    voc = _voc_subset(shared_data, tmp_path / "voc", n_train=3, n_val=2)
+    for xml in (voc / "Annotations").glob("*.xml"):
+        xml.unlink()  # images with no annotation at all: every one a negative
+    ds = tmp_path / "ds"
+    api.import_dataset(voc, ds, format="voc", progress=False)
+    out = tmp_path / "mil"
+    assert main(["mil", str(ds), "--positive-class", "WBC", "-o", str(out), "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the dataset has no boxes, so no classes at all" in err[0] and str(voc) in err[0]
+    assert "use one of" not in err[0] and not out.exists()

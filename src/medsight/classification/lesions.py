@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from medsight.training.optim import cosine_step
-from medsight.errors import InputError
+from medsight.errors import InputError, output_folder
 
 
 @dataclass
@@ -35,6 +35,8 @@ class LesionPoints:
     coords: np.ndarray
     labels: list[str]
     splits: list[str | None]
+    source: Path | None = None  # the CSV, and the line of each point in it, for error messages
+    lines: list[int] | None = None
 
 
 def read_points_csv(path: str | Path, images_root: str | Path | None = None) -> LesionPoints:
@@ -46,6 +48,9 @@ def read_points_csv(path: str | Path, images_root: str | Path | None = None) -> 
             rows = list(csv.DictReader(f))
     except OSError as e:
         raise InputError(f"cannot read the points CSV ({e.strerror})", path=path) from None
+    except (UnicodeDecodeError, csv.Error):
+        raise InputError("is not a CSV text file", path=path,
+                         fix="give a CSV with columns image, x, y[, z], label[, split]") from None
     if not rows:
         raise InputError("the points CSV has no rows", path=path)
     missing = [c for c in ("image", "x", "y", "label") if c not in rows[0]]
@@ -62,11 +67,14 @@ def read_points_csv(path: str | Path, images_root: str | Path | None = None) -> 
             point = [float(row["y"]), float(row["x"])] + ([float(row["z"])] if three_d else [])
         except (TypeError, ValueError):
             raise InputError(f"line {line}: x, y{', z' if three_d else ''} must be numbers", path=path) from None
+        if not all(math.isfinite(v) for v in point):
+            raise InputError(f"line {line}: the point in {image} has a NaN or infinite coordinate", path=path)
         images.append(str(image))
         coords.append(point)
         labels.append(str(row["label"]))
         splits.append((row.get("split") or "").strip().lower() or None)
-    return LesionPoints(images, np.asarray(coords, dtype=np.float64), labels, splits)
+    return LesionPoints(images, np.asarray(coords, dtype=np.float64), labels, splits, path,
+                        list(range(2, len(rows) + 2)))
 
 
 def points_from_voc(annotations_dir: str | Path, images_dir: str | Path, out_csv: str | Path,
@@ -154,9 +162,22 @@ def build_patch_set(points: LesionPoints, scales: Sequence[int], patch: int, mod
             raise InputError(f"the image is {array.ndim - 1}D but its points have {points.coords.shape[1]} "
                              "coordinates", path=image_path)
         for i in indices:
+            _check_inside(points, i, array.shape[1:])
             p = multiscale_patches(array, points.coords[i], scales, patch)
             out[i] = as_planes(p) if mode == "2.5d" and p.ndim == 5 else p
     return np.stack(out)
+
+
+def _check_inside(points: LesionPoints, i: int, shape: tuple[int, ...]) -> None:
+    """Refuse point ``i`` when it lies outside its image of spatial ``shape`` (rows, columns[, slices])."""
+    point = points.coords[i]
+    if all(0 <= p < size for p, size in zip(point, shape)):
+        return
+    where = f"line {points.lines[i]}: " if points.lines else ""
+    xyz = ", ".join(f"{v:g}" for v in [point[1], point[0], *point[2:]])
+    size = " x ".join(str(v) for v in [shape[1], shape[0], *shape[2:]])
+    raise InputError(f"{where}the point ({xyz}) lies outside the image {points.images[i]} ({size} pixels)",
+                     path=points.source or points.images[i], fix="x is the column, y the row, from 0")
 
 
 def split_points(points: LesionPoints, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -228,6 +249,9 @@ def classify_lesions(points_csv: str | Path, out_dir: str | Path, scales: Sequen
 
     if mode not in ("3d", "2.5d"):
         raise InputError(f"unknown mode {mode!r}", fix="use 3d or 2.5d (volumes only)")
+    if not scales or min(scales) < 1 or patch < 1:
+        raise InputError(f"patch sides must be at least 1 pixel, got scales {list(scales)} and patch {patch}")
+    out = output_folder(out_dir)
     points = read_points_csv(points_csv, images_root)
     names = sorted(set(points.labels))
     y = np.array([names.index(label) for label in points.labels], dtype=np.int64)
@@ -254,7 +278,6 @@ def classify_lesions(points_csv: str | Path, out_dir: str | Path, scales: Sequen
             r = results[name]
             print(f"{name}: accuracy {r['accuracy']:.3f}, balanced {r['balanced_accuracy']:.3f}, per class "
                   + ", ".join(f"{k} {v:.3f}" for k, v in r["per_class_accuracy"].items() if v is not None), flush=True)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "lesions.json", json.dumps(results, indent=1))
     rows = [{"image": points.images[i], "x": points.coords[i][1], "y": points.coords[i][0], "reference": names[y[i]],

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from medsight.training.optim import train_in_memory
 from medsight.datasets.manifest import Manifest
-from medsight.errors import InputError
+from medsight.errors import InputError, output_folder
 from medsight.nets import AttentionMILPooling
 from medsight.nets.multistream import StreamEncoder
 from medsight.progress import log as _log
@@ -117,6 +117,9 @@ def load_bags(manifest: Manifest, positive_class: str, downsample: int = 2, tile
         raise InputError(f"MIL bags are made from a 2D detection dataset (boxes), this one is {manifest.dims}D "
                          f"{manifest.task}", path=manifest.source or None)
     by_name = {name: int(value) for value, name in manifest.labels.items()}
+    if not by_name:
+        raise InputError("the dataset has no boxes, so no classes at all: every image would be a negative bag",
+                         path=manifest.source or None, fix="import a detection dataset whose images hold boxes")
     if positive_class not in by_name:
         raise InputError(f"no class {positive_class!r} in the dataset", path=manifest.source or None,
                          fix=f"use one of {', '.join(sorted(by_name))}")
@@ -244,6 +247,9 @@ def run_mil(dataset_dir: str | Path, out_dir: str | Path, positive_class: str, e
 
     if encoder not in ENCODERS:
         raise InputError(f"unknown tile encoder {encoder!r}", fix=f"use one of {', '.join(ENCODERS)}")
+    if downsample < 1 or tile < 1:
+        raise InputError(f"downsample and tile must be at least 1, got {downsample} and {tile}")
+    out = output_folder(out_dir)
     manifest = Manifest.load(dataset_dir)
     if not manifest.splits:
         raise InputError("the dataset has no train/validation split", path=dataset_dir)
@@ -273,7 +279,6 @@ def run_mil(dataset_dir: str | Path, out_dir: str | Path, positive_class: str, e
               "instance_score": "attention x the tile's logit difference (contribution)",
               "attention_only": {k: by_attention[k] for k in ("instance_auc", "top_tile_hit_rate")},
               "seconds": round(time.perf_counter() - start, 1)}
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "mil.json", json.dumps(result, indent=1))
     np.savez_compressed(out / "instance_scores.npz", case=np.array(ids)[val_idx], bag_probability=probs,
