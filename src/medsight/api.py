@@ -15,7 +15,7 @@ import torch
 from medsight.datasets.loading import case_signature
 from medsight.datasets.manifest import Manifest, atomic_write_text
 from medsight.device import resolve_device, set_threads
-from medsight.errors import CheckpointError, InputError
+from medsight.errors import CheckpointError, InputError, output_folder
 from medsight.planning.fingerprint import FINGERPRINT_VERSION, compute_fingerprint, load_fingerprint, save_fingerprint
 from medsight.planning.plan import PLAN_NAME, load_plan, make_plan, plan_hash, save_plan, summary_table
 from medsight.preprocessing.cache import CachedCases, cache_dir, preprocess_dataset
@@ -134,11 +134,16 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
     dev = process_device(dev, torch.cuda.device_count() if dev.type == "cuda" else 0)
     if dev.type == "cuda" and dev.index is not None:
         torch.cuda.set_device(dev)
+    folds = list(range(len(manifest.splits))) if fold == "every" else [fold]
+    for k in folds:  # an unknown fold, or nothing to resume, is refused before anything is written
+        manifest.fold_cases(k)
+    if resume and fold != "every" and not any((_fold_dir(run_dir, fold) / f).is_file() for f in (LATEST, FINAL)):
+        raise CheckpointError("nothing to resume: no checkpoint in this fold", path=_fold_dir(run_dir, fold),
+                              fix="train without --resume")
     ctx = init_distributed(dev)
     finished = False
     try:
         quiet = quiet or not ctx.is_main
-        folds = list(range(len(manifest.splits))) if fold == "every" else [fold]
         if resume and (run_dir / PLAN_NAME).is_file():
             p = load_plan(run_dir)
         else:
@@ -285,20 +290,34 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
             save_probabilities: bool = False, device: str | None = None, threads: int | None = None,
             folds: Sequence[int | str] | None = None, quiet: bool = False) -> Path:
     """Predict every input case with the run's folds (ensembled) into OUT_DIR, as DESIGN.md's contract says."""
-    from medsight.progress import progress as progress_bar
-
     dev = resolve_device(device)
     set_threads(threads)
     info, p, task, models, decisions = load_run(run_dir, dev, folds)
     strip = bool(info["manifest"].get("strip_channel_suffix"))
     cases = _resolve_inputs(inputs, strip)
-    out_dir = Path(out_dir)
+    out_dir = output_folder(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    done: dict[str, list[dict]] = {}
+    try:
+        _predict_into(out_dir, cases, continue_, done, p, task, models, decisions, dev, save_probabilities, quiet)
+    except BaseException:
+        if created and not done:  # refused before any case was written: leave no empty folder behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    _log(f"predictions of {len(cases)} case(s) written to {out_dir}", quiet)
+    return out_dir
+
+
+def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict, p: dict, task, models, decisions,
+                  dev, save_probabilities: bool, quiet: bool) -> None:
+    """Predict the cases not yet in ``done`` (filled as they finish) and write the summary."""
+    from medsight.progress import progress as progress_bar
+
     state_path = out_dir / PREDICT_STATE
     if continue_:
-        done = _predicted_rows(out_dir)
+        done.update(_predicted_rows(out_dir))
     else:
-        done = {}
         state_path.unlink(missing_ok=True)
     n_channels = int(p["network"].get("in_channels", len(p.get("channels", [])) or 3))
     todo = [e for e in cases if e["case"] not in done]
@@ -319,8 +338,6 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     bar.close()
     all_rows = [r for c in cases for r in done.get(c["case"], [])]
     task.write_summary(all_rows, out_dir, p, decisions)
-    _log(f"predictions of {len(cases)} case(s) written to {out_dir}", quiet)
-    return out_dir
 
 
 def _predicted_rows(out_dir: Path) -> dict[str, list[dict]]:
@@ -485,9 +502,11 @@ def run(source: str | Path, out_dir: str | Path, format: str = "auto", task: str
     that held it out, and ``OUT_DIR/run/metrics.json`` scores them all together. ``resume`` continues an
     interrupted run in OUT_DIR: finished folds are kept, the cut one continues, the others start.
     """
-    out_dir = Path(out_dir)
+    out_dir = output_folder(out_dir)
     dataset_dir = out_dir / "dataset"
     manifest = import_dataset(source, dataset_dir, format=format, task=task, **options)
+    if fold != "every":
+        manifest.fold_cases(fold)  # an unknown fold is refused before planning
     ensure_plan(dataset_dir, budget_minutes, device, quiet=quiet)
     run_dir = train(dataset_dir, fold=fold, out=out_dir / "run", epochs=epochs, device=device, resume=resume,
                     quiet=quiet)

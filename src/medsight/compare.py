@@ -25,6 +25,7 @@ so an interrupted comparison resumes instead of re-timing this machine into othe
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from medsight.datasets.manifest import Manifest, atomic_write_text
-from medsight.errors import InputError
+from medsight.errors import InputError, output_folder
 from medsight.progress import log as _log
 
 STRATEGIES = ("frozen", "finetune", "scratch", "selfsup")
@@ -196,8 +197,6 @@ def compare(dataset_dir: str | Path, out_dir: str | Path | None = None, budget_m
     Example:
         >>> compare("work/isic", budget_minutes=60)  # doctest: +SKIP
     """
-    from medsight.classification.comparison_stats import paired_tests, recommend, strategy_summary
-    from medsight.classification.images import load_image_set
     from medsight.device import set_threads
 
     set_threads(threads)
@@ -210,10 +209,48 @@ def compare(dataset_dir: str | Path, out_dir: str | Path | None = None, budget_m
     if not manifest.splits:
         raise InputError("the dataset has no folds to compare on", path=dataset_dir,
                          fix="import it again with --folds 5")
-    if encoder is not None and not Path(encoder).is_file():
-        raise InputError("no such encoder file", path=encoder, fix="write one with `medsight pretrain`")
+    if manifest.task != "classification" or manifest.dims != 2:
+        raise InputError(f"needs a 2D classification dataset, this one is {manifest.dims}D {manifest.task}",
+                         path=dataset_dir)
+    if encoder is not None:
+        from medsight.pretrain import load_encoder
+
+        load_encoder(encoder)  # a missing or foreign file is refused before anything is written
     fold_ids = list(range(len(manifest.splits))) if folds is None else [int(k) for k in folds]
-    out = Path(out_dir) if out_dir else Path(dataset_dir) / "compare"
+    _check_folds(manifest, fold_ids, dataset_dir)
+    out = output_folder(out_dir if out_dir else Path(dataset_dir) / "compare")
+    created = not out.exists()
+    try:
+        return _compare(manifest, dataset_dir, out, budget_minutes, strategies, fold_ids, label_fraction, encoder,
+                        side, epochs, seed, color_constancy, quiet)
+    except BaseException:
+        if created and out.is_dir() and not any(out.glob("parts/*/*")):  # no finished fold or encoder
+            shutil.rmtree(out, ignore_errors=True)  # nothing finished: leave nothing behind
+        raise
+
+
+def _check_folds(manifest: Manifest, fold_ids: list[int], dataset_dir) -> None:
+    """Refuse unknown folds, and folds whose training cases hold a single class (nothing to learn)."""
+    bad = [k for k in fold_ids if not 0 <= k < len(manifest.splits)]
+    if bad:
+        raise InputError(f"folds {bad} do not exist: the dataset has {len(manifest.splits)} folds", path=dataset_dir,
+                         fix=f"use --folds among 0..{len(manifest.splits) - 1}")
+    label_of = {c.id: c.label for c in manifest.cases}
+    for k in fold_ids:
+        classes = sorted({manifest.labels.get(str(label_of[i]), str(label_of[i])) for i in manifest.splits[k]["train"]})
+        if len(classes) < 2:
+            raise InputError(f"fold {k}'s training cases are all of one class ({classes[0] if classes else 'none'}): "
+                             "a classifier needs two", path=dataset_dir,
+                             fix="import it again with fewer --folds, or with more cases of the rarer class")
+
+
+def _compare(manifest: Manifest, dataset_dir, out: Path, budget_minutes: float, strategies: Sequence[str],
+             fold_ids: list[int], label_fraction: float, encoder, side: int | None, epochs: int | None, seed: int,
+             color_constancy: str | None, quiet: bool) -> dict:
+    """The comparison itself, once its inputs are checked (see :func:`compare`)."""
+    from medsight.classification.comparison_stats import paired_tests, recommend, strategy_summary
+    from medsight.classification.images import load_image_set
+
     n_train = int(np.mean([len(manifest.splits[k]["train"]) for k in fold_ids]))
     request = {"budget_minutes": budget_minutes, "strategies": list(strategies), "folds": fold_ids,
                "n_train_labelled": max(1, int(n_train * label_fraction)), "pretrain_needed": encoder is None,

@@ -34,3 +34,11 @@ class PlanError(MedsightError):
 
 class CheckpointError(MedsightError):
     """A checkpoint that is tampered with, foreign, or made by another plan."""
+
+
+def output_folder(path: str | Path) -> Path:
+    """``path`` as an output folder (it need not exist yet); refused when a file is in its place."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError("is a file, not a folder", path=path, fix="give a folder for the outputs with -o")
+    return path

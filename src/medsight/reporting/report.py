@@ -140,8 +140,9 @@ def _classification_plots(metrics: dict) -> str:
 
 def write_report(run_dir: Path) -> Path:
     """Write ``RUN_DIR/report.html`` and return its path."""
-    if not (run_dir / "plan.json").is_file():
-        raise InputError("not a medsight run folder (no plan.json)", path=run_dir)
+    if not (run_dir / "plan.json").is_file() or not (run_dir / "run.json").is_file():
+        hint = "a dataset's runs are in DATASET_DIR/run" if (run_dir / "manifest.json").is_file() else None
+        raise InputError("not a medsight run folder (no plan.json and run.json)", path=run_dir, fix=hint)
     plan = load_plan(run_dir)
     parts = [f"<h1>medsight report: {html.escape(run_dir.name)}</h1>",
              f"<h2>Plan</h2><pre>{html.escape(summary_table(plan))}</pre>"]

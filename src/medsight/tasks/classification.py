@@ -54,6 +54,10 @@ class ClassificationTask(Task):
         median = [int(round(s)) for s in fingerprint["median_shape"]]
         nd = manifest.dims
         n_classes = len(manifest.labels)
+        if n_classes < 2:
+            raise InputError(f"every case has the one label {sorted(manifest.labels.values())}: a classifier needs "
+                             "at least two classes", path=manifest.source or None,
+                             fix="import images of two or more labels")
         channels = int(fingerprint["num_channels"])
         gpu = device.type == "cuda"
         if max(median) <= 64:
@@ -228,8 +232,9 @@ class ClassificationTask(Task):
         probs = self._probabilities([model], x, plan, device, test_time_augmentation=False)
         m = classification_metrics(y, probs)
         model.train()
-        return {"score": m["auc"] if np.isfinite(m.get("auc", np.nan)) else m["accuracy"], "auc": m.get("auc", np.nan),
-                "accuracy": m["accuracy"]}
+        auc = m.get("auc")  # None where undefined: validation cases of one class
+        auc = float("nan") if auc is None else float(auc)
+        return {"score": auc if np.isfinite(auc) else m["accuracy"], "auc": auc, "accuracy": m["accuracy"]}
 
     def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path) -> dict:
         """Binary problems: the decision threshold chosen on the validation cases (Youden's J)."""
@@ -279,19 +284,17 @@ class ClassificationTask(Task):
         path = Path(out_dir) / "predictions.csv"
         if not path.is_file():
             raise InputError("no predictions.csv here", path=out_dir, fix="run `medsight predict` first")
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
         by_id = manifest.case_by_id
         values = sorted(int(v) for v in manifest.labels)
-        prob_cols = [c for c in rows[0] if c.startswith("prob_")] if rows else []
+        plan_like = {"labels": manifest.labels, "label_column": manifest.extra.get("label_column", "value")}
+        tokens = [label_token(plan_like, v) for v in values]
+        rows, prob_cols = read_predictions(path, tokens)
         keep = [r for r in rows if r["case"] in by_id and (case_ids is None or r["case"] in case_ids)]
         if not keep:
             raise InputError("no predicted case is in the reference dataset", path=path)
         y = np.array([values.index(int(by_id[r["case"]].label)) for r in keep])
         probs = np.array([[float(r[c]) for c in prob_cols] for r in keep])
-        plan_like = {"labels": manifest.labels, "label_column": manifest.extra.get("label_column", "value")}
-        tokens = [label_token(plan_like, v) for v in values]
-        pred_idx = np.array([tokens.index(r["label"]) if r["label"] in tokens else -1 for r in keep])
+        pred_idx = np.array([tokens.index(r["label"]) for r in keep])
         summary = classification_metrics(y, probs, ordinal=manifest.ordinal)
         summary["accuracy_of_written_labels"] = float(np.mean(pred_idx == y))
         cis = {}
@@ -302,3 +305,33 @@ class ClassificationTask(Task):
         per_case = [{"case": r["case"], "reference": tokens[yi], "predicted": r["label"],
                      **{c: float(r[c]) for c in prob_cols}} for r, yi in zip(keep, y)]
         return {"task": "classification", "num_cases": len(keep), "summary": summary, "ci95": cis, "per_case": per_case}
+
+
+def read_predictions(path: Path, class_tokens: list[str]) -> tuple[list[dict], list[str]]:
+    """Rows of a classification ``predictions.csv`` and its probability columns, checked against the classes.
+
+    ``class_tokens`` are the label column's values in the order of the label values; the file must hold
+    ``case``, ``label`` and the column ``prob_<class>`` of every class, each a probability, and labels among
+    the classes. Anything else is refused naming the file and, where it is one row's fault, the line. The
+    probability columns are returned in the order of the label values.
+    """
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        rows = list(reader)
+    prob_cols = [f"prob_{t}" for t in class_tokens]  # in the order of the label values, whatever the file's
+    missing = [c for c in ("case", "label", *prob_cols) if c not in columns]
+    if missing:
+        raise InputError(f"lacks the columns {', '.join(missing)} (it has {', '.join(columns) or 'none'})", path=path,
+                         fix="write it with `medsight predict`: case, label and one prob_<class> per class")
+    for line, r in enumerate(rows, start=2):
+        try:
+            p = np.array([float(r[c]) for c in prob_cols])
+        except (TypeError, ValueError):
+            raise InputError(f"line {line} has a probability that is not a number", path=path) from None
+        if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
+            raise InputError(f"line {line} has a probability outside [0, 1] or NaN: {p.tolist()}", path=path)
+        if r["label"] not in class_tokens:
+            raise InputError(f"line {line}: label {r['label']!r} is not a class", path=path,
+                             fix=f"use one of {class_tokens}")
+    return rows, prob_cols

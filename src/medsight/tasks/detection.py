@@ -424,7 +424,8 @@ class DetectionTask(Task):
         path = Path(out_dir) / "detections.csv"
         if not path.is_file():
             raise InputError("no detections.csv here", path=out_dir, fix="run `medsight predict` first")
-        rows = read_detections(path, manifest.dims)
+        names = [manifest.labels[str(v)] for v in manifest.label_values if v != 0]
+        rows = read_detections(path, manifest.dims, class_names=names)
         by_id = manifest.case_by_id
         predicted = {r["case"] for r in rows}
         if case_ids is not None:
@@ -437,7 +438,6 @@ class DetectionTask(Task):
         if not cases:
             raise InputError("no predicted case is in the reference dataset", path=path,
                              fix="predict the dataset's cases first (case = file name without extension)")
-        names = [manifest.labels[str(v)] for v in manifest.label_values if v != 0]
         dets: dict[str, list[dict]] = {c: [] for c in cases}
         for r in rows:
             if r["case"] in dets:
@@ -493,8 +493,12 @@ def network_to_original(lo: np.ndarray, hi: np.ndarray, props: dict) -> tuple[np
     return lo, hi
 
 
-def read_detections(path: Path, nd: int) -> list[dict]:
-    """Rows of a ``detections.csv`` as dicts with ``case``, ``label``, ``score`` and ``box`` (x0, y0, ..., x1, ...)."""
+def read_detections(path: Path, nd: int, class_names: list[str] | None = None) -> list[dict]:
+    """Rows of a ``detections.csv`` as dicts with ``case``, ``label``, ``score`` and ``box`` (x0, y0, ..., x1, ...).
+
+    Refuses, naming the line, a score or coordinate that is not a finite number, a box whose far corner lies
+    before its near one, and (given ``class_names``) a label that is not one of them.
+    """
     names = coordinate_names(nd)
     out = []
     with open(path, newline="") as f:
@@ -505,8 +509,17 @@ def read_detections(path: Path, nd: int) -> list[dict]:
                              fix=f"write case, label, score, {', '.join(names)}")
         for line, r in enumerate(reader, start=2):
             try:
-                out.append({"case": r["case"], "label": r["label"], "score": float(r["score"]),
-                            "box": [float(r[c]) for c in names]})
+                row = {"case": r["case"], "label": r["label"], "score": float(r["score"]),
+                       "box": [float(r[c]) for c in names]}
             except (TypeError, ValueError):
                 raise InputError(f"line {line} has a score or coordinate that is not a number", path=path) from None
+            if not np.isfinite([row["score"], *row["box"]]).all():
+                raise InputError(f"line {line} has a score or coordinate that is NaN or infinite", path=path)
+            if any(row["box"][nd + a] < row["box"][a] for a in range(nd)):
+                raise InputError(f"line {line}: the box {row['box']} ends before it starts "
+                                 f"({', '.join(names[nd:])} must not be below {', '.join(names[:nd])})", path=path)
+            if class_names is not None and row["label"] not in class_names:
+                raise InputError(f"line {line}: unknown class {row['label']!r}", path=path,
+                                 fix=f"use one of {class_names}")
+            out.append(row)
     return out
