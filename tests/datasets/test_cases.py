@@ -62,3 +62,13 @@ def test_explicit_patterns_and_a_missing_channel(shared_data: Path, tmp_path: Pa
 def test_option_of_another_format_is_refused(shared_data: Path, tmp_path: Path):
     with pytest.raises(InputError, match="option --images-dir does not apply to format cases"):
         import_dataset(shared_data / "brats_examples", tmp_path / "ds", images_dir="x", progress=False)
+
+
+def test_hint_names_the_option_syntax_that_works(shared_data: Path, tmp_path: Path):
+    src = _brats2020_like(shared_data, tmp_path / "src", ["brats_2013_pat0003_1", "brats_2013_pat0005_1"])
+    for folder in src.iterdir():  # a second file that could be the label
+        (folder / f"{folder.name}_gt.nii.gz").symlink_to(folder / f"{folder.name}_seg.nii.gz")
+    with pytest.raises(InputError, match=r"several files could be the label .*--option label_pattern=GLOB"):
+        import_dataset(src, tmp_path / "ds", progress=False)
+    m = import_dataset(src, tmp_path / "ds", label_pattern="*_seg.nii.gz", progress=False)
+    assert Path(m.cases[0].label).name == "BraTS20_000_seg.nii.gz"

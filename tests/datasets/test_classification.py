@@ -97,3 +97,49 @@ def test_json_sidecar_without_the_label_key(isic: Path, tmp_path: Path):
     (src / "ISIC_0000003.json").write_text(json.dumps({"meta": {"clinical": {"age_approx": 40}}}))
     with pytest.raises(InputError, match="ISIC_0000003.json: has no label at 'meta.clinical.benign_malignant'"):
         import_dataset(src, tmp_path / "ds", progress=False)
+
+
+@pytest.mark.parametrize("cell,problem", [("nan", r"line 4 holds 'nan' in column 'class': a missing value"),
+                                          ("", "line 4 has no label in column 'class'")])
+def test_csv_row_without_a_class_is_refused(isic: Path, tmp_path: Path, cell: str, problem: str):
+    rows = [[name, label] for name, label in _isic_rows(isic)[:6]]
+    rows[1][1] = cell
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("filename,class\n\n" + "\n".join(",".join(row) for row in rows) + "\n")  # a blank line 2
+    with pytest.raises(InputError, match=rf"labels.csv: {problem}"):
+        import_dataset(isic, tmp_path / "ds", format="folder-csv", csv=str(csv_path), progress=False)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_csv_naming_an_image_twice_is_refused(isic: Path, tmp_path: Path):
+    rows = _isic_rows(isic)[:6]
+    csv_path = _write_csv(tmp_path / "labels.csv", ["filename", "class"], rows + [(Path(rows[2][0]).stem, "benign")])
+    with pytest.raises(InputError, match=rf"labels.csv: lines 4 and 8 both name image '{rows[2][0]}'"):
+        import_dataset(isic, tmp_path / "ds", format="folder-csv", csv=str(csv_path), progress=False)
+
+
+def test_hints_name_the_option_syntax_that_works(isic: Path, tmp_path: Path):
+    csv_path = _write_csv(tmp_path / "labels.csv", ["filename", "finding"], _isic_rows(isic)[:4])
+    with pytest.raises(InputError, match=r"found no label column .*--option label_column=COLUMN"):
+        import_dataset(isic, tmp_path / "ds", format="folder-csv", csv=str(csv_path), progress=False)
+    m = import_dataset(isic, tmp_path / "ds", format="folder-csv", csv=str(csv_path), label_column="finding",
+                       n_folds=2, progress=False)
+    assert len(m.cases) == 4
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, label in _isic_rows(isic)[:2]:
+        (src / name).symlink_to(isic / name)
+        (src / name).with_suffix(".json").write_text(json.dumps({"finding": label}))
+    with pytest.raises(InputError, match=r"cannot tell which JSON key .*--option label_key=KEY"):
+        import_dataset(src, tmp_path / "ds2", progress=False)
+
+
+def test_json_sidecar_with_a_nan_label_is_refused(isic: Path, tmp_path: Path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("ISIC_0000002", "ISIC_0000003"):
+        (src / f"{name}.jpg").symlink_to(isic / f"{name}.jpg")
+    (src / "ISIC_0000002.json").symlink_to(isic / "ISIC_0000002.json")
+    (src / "ISIC_0000003.json").write_text('{"meta": {"clinical": {"benign_malignant": NaN}}}')
+    with pytest.raises(InputError, match="ISIC_0000003.json: has no label at 'meta.clinical.benign_malignant'"):
+        import_dataset(src, tmp_path / "ds", progress=False)

@@ -1,11 +1,16 @@
-"""Import options: ``--val-cases`` (one fixed split, as DRIVE's images 22, 29, 39, 40), ``--regions``, ``--label-names``."""
+"""Import options: ``--val-cases`` (one fixed split, as DRIVE's images 22, 29, 39, 40), ``--regions``,
+``--label-names``, ``--folds``; the source and DATASET_DIR are checked before anything is written."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 
+import pytest
 from helpers import write_isbi_pairs
+
+from medsight.datasets import Case, import_dataset, make_splits
+from medsight.errors import InputError
 
 
 def _import(src, ds, *extra):
@@ -50,3 +55,63 @@ def test_regions_and_label_names_are_kept_and_checked(shared_data, tmp_path):
     r = subprocess.run([sys.executable, "-m", "medsight", "import", str(src), str(tmp_path / "bad"), "--format",
                         "cases", "--regions", "whole=1,9"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "[9]" in r.stderr and not (tmp_path / "bad" / "manifest.json").exists()
+
+
+def test_fold_counts_that_cannot_be_made_are_refused(shared_data, tmp_path):
+    src = write_isbi_pairs(tmp_path / "src", shared_data, n=3, size=48)
+    for folds, problem in (("0", "--folds 0: cross-validation needs at least 2 folds"),
+                           ("4", "--folds 4 asks for more folds than the dataset has cases (3)")):
+        r = _import(src, tmp_path / "ds", "--folds", folds)
+        assert r.returncode == 2 and problem in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "ds").exists()
+    r = _import(src, tmp_path / "ds")  # the default, 5, shrinks to what 3 cases allow
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads((tmp_path / "ds" / "manifest.json").read_text())["splits"]) == 3
+
+
+def test_folds_asked_for_must_fit_the_smallest_class():
+    cases = [Case(id=f"c{i:02d}", images=[], label=1 if i < 7 else 3) for i in range(10)]  # 7 of class 1, 3 of 3
+    with pytest.raises(InputError, match=r"--folds 4 asks for more folds than the smallest class has cases \(3\)"):
+        make_splits(cases, "classification", n_folds=4)
+    label_of = {c.id: c.label for c in cases}
+    splits = make_splits(cases, "classification", n_folds=3)  # stratified: one case of class 3 in every fold
+    assert [[label_of[i] for i in split["val"]].count(3) for split in splits] == [1, 1, 1]
+    assert len(make_splits(cases, "classification")) == 5  # the default is not refused, only not stratified
+
+
+def test_folder_format_given_a_file_is_refused(tmp_path):
+    from helpers import write_npz_subset
+
+    npz = write_npz_subset(tmp_path / "breast.npz")
+    for fmt in ("voc", "folder-json", "cases"):
+        r = subprocess.run([sys.executable, "-m", "medsight", "import", str(npz), str(tmp_path / "ds"), "--format",
+                            fmt], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"breast.npz: is not a folder: format {fmt} reads a folder" in r.stderr
+    with pytest.raises(InputError, match="is not a file: format medmnist reads one file"):
+        import_dataset(tmp_path, tmp_path / "ds", format="medmnist", progress=False)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_import_over_another_dataset_is_refused(shared_data, tmp_path):
+    from helpers import write_npz_subset
+
+    pairs = write_isbi_pairs(tmp_path / "src", shared_data, n=3, size=48)
+    ds = tmp_path / "ds"
+    import_dataset(pairs, ds, format="pairs", label_map="0:1,255:0", progress=False)
+    (ds / "plan.json").write_text("{}")
+    m = import_dataset(pairs, ds, format="pairs", label_map="0:1,255:0", n_folds=2, progress=False)  # re-import
+    assert len(m.splits) == 2
+    before = (ds / "manifest.json").read_bytes()
+    with pytest.raises(InputError, match=r"ds: already holds a segmentation dataset imported from .*src; this "
+                                         r"import is a classification dataset of .*breast.npz \(choose a new"):
+        import_dataset(write_npz_subset(tmp_path / "breast.npz"), ds, progress=False)
+    assert (ds / "manifest.json").read_bytes() == before and (ds / "plan.json").read_text() == "{}"
+    other = tmp_path / "web"
+    other.mkdir()
+    (other / "manifest.json").write_text('{"name": "an app"}')
+    with pytest.raises(InputError, match="web: holds a manifest.json that is not a medsight dataset's"):
+        import_dataset(pairs, other, format="pairs", progress=False)
+    assert (other / "manifest.json").read_text() == '{"name": "an app"}'
+    with pytest.raises(InputError, match=r"manifest.json: is a file, not a folder"):
+        import_dataset(pairs, other / "manifest.json", format="pairs", progress=False)

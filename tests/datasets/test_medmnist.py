@@ -67,3 +67,35 @@ def test_npz_without_medmnist_keys(tmp_path: Path):
     np.savez(tmp_path / "other.npz", x=np.zeros((2, 4, 4)))
     with pytest.raises(InputError, match="other.npz: holds .*expected train_images"):
         import_dataset(tmp_path / "other.npz", tmp_path / "ds", format="medmnist", progress=False)
+
+
+def _small_breast_parts(shared_data: Path) -> dict[str, np.ndarray]:
+    """The first 20 train and 6 val samples of BreastMNIST, labels as (N, 1) like the real file."""
+    with np.load(shared_data / "medmnist" / "breastmnist.npz") as data:
+        return {"train_images": data["train_images"][:20], "train_labels": data["train_labels"][:20],
+                "val_images": data["val_images"][:6], "val_labels": data["val_labels"][:6]}
+
+
+@pytest.mark.parametrize("key,labels,named", [
+    ("train_labels", np.array([["a"]] * 20), "train_labels holds text values such as 'a'"),
+    ("train_labels", np.r_[[[1.0]], [[np.nan]], [[0.0]] * 18].astype(np.float32), r"train_labels\[1\] is nan"),
+    ("val_labels", np.r_[[[1]] * 4, [[-1]], [[0]]], r"val_labels\[4\] is -1"),
+    ("train_labels", np.r_[[[0.0]] * 7, [[1.5]], [[1.0]] * 12], r"train_labels\[7\] is 1.5"),
+])
+def test_labels_that_are_not_classes_are_refused(shared_data: Path, tmp_path: Path, key: str, labels: np.ndarray,
+                                                 named: str):
+    parts = _small_breast_parts(shared_data)
+    parts[key] = labels
+    np.savez(tmp_path / "bad.npz", **parts)
+    with pytest.raises(InputError, match=rf"bad.npz: {named}"):
+        import_dataset(tmp_path / "bad.npz", tmp_path / "ds", progress=False)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_split_without_images_is_refused(shared_data: Path, tmp_path: Path):
+    parts = _small_breast_parts(shared_data)
+    parts["train_images"], parts["train_labels"] = parts["train_images"][:0], parts["train_labels"][:0]
+    np.savez(tmp_path / "empty_train.npz", **parts)
+    with pytest.raises(InputError, match="empty_train.npz: train_images holds no images"):
+        import_dataset(tmp_path / "empty_train.npz", tmp_path / "ds", progress=False)
+    assert not (tmp_path / "ds").exists()

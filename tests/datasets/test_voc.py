@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -65,3 +66,24 @@ def test_image_without_boxes_is_a_negative(shared_data: Path, tmp_path: Path):
     m = import_dataset(root, tmp_path / "ds", progress=False)
     assert len(m.cases) == 3 and m.case_by_id["BloodImage_00002"].boxes == []
     assert all(c.subset is None for c in m.cases) and len(m.splits) == 3  # no split files: k-fold
+
+
+def test_box_coordinate_that_is_not_finite_is_refused(shared_data: Path, tmp_path: Path):
+    root = _small_voc(shared_data, tmp_path / "voc", ["BloodImage_00000", "BloodImage_00001"])
+    xml = root / "Annotations" / "BloodImage_00001.xml"
+    xml.write_text(re.sub(r"<xmin>\d+</xmin>", "<xmin>nan</xmin>", xml.read_text(), count=1))
+    with pytest.raises(InputError, match=r"BloodImage_00001.xml: an object's bndbox/xmin is nan, not a finite"):
+        import_dataset(root, tmp_path / "ds", progress=False)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_split_file_naming_a_missing_image_is_refused(shared_data: Path, tmp_path: Path):
+    root = _small_voc(shared_data, tmp_path / "voc", ["BloodImage_00000", "BloodImage_00001"])
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_text("BloodImage_00000\nBloodImage_99999\n")
+    (root / "splits" / "val.txt").write_text("BloodImage_00001\n")
+    with pytest.raises(InputError, match=r"splits/train.txt: line 2 names image 'BloodImage_99999', which is not"):
+        import_dataset(root, tmp_path / "ds", progress=False)
+    (root / "splits" / "train.txt").write_text("BloodImage_00000\n")
+    m = import_dataset(root, tmp_path / "ds", progress=False)
+    assert m.splits == [{"train": ["BloodImage_00000"], "val": ["BloodImage_00001"]}]

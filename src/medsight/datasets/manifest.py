@@ -26,6 +26,8 @@ from medsight.errors import InputError
 MANIFEST_NAME = "manifest.json"
 TASKS = ("segmentation", "classification", "detection")
 FORMAT_VERSION = 1
+#: cross-validation folds when none are asked for (fewer for a dataset too small for them)
+DEFAULT_FOLDS = 5
 
 
 @dataclass
@@ -134,27 +136,37 @@ class Manifest:
         return Manifest(cases=cases, **d)
 
 
-def make_splits(cases: list[Case], task: str, n_folds: int = 5, seed: int = 12345) -> list[dict[str, list[str]]]:
+def make_splits(cases: list[Case], task: str, n_folds: int = DEFAULT_FOLDS,
+                seed: int = 12345) -> list[dict[str, list[str]]]:
     """Deterministic k-fold splits: stratified by class for classification, grouped by patient when known.
 
-    Cases whose ``subset`` is set (the source's own train/val split) give one fold that keeps it.
+    Cases whose ``subset`` is set (the source's own train/val split) give one fold that keeps it. The
+    default ``DEFAULT_FOLDS`` shrinks to what a small dataset allows (fewer cases or patients: fewer folds;
+    a class smaller than the folds: not stratified); any other ``n_folds`` is checked: fewer than 2, more
+    than the cases (patients), or more than the smallest class holds (classification) is an InputError.
     """
     from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
+    if n_folds < 2:
+        raise InputError(f"--folds {n_folds}: cross-validation needs at least 2 folds",
+                         fix="give --folds 2 or more, or --val-cases for one fixed split")
     subsets = {c.subset for c in cases}
     if subsets >= {"train", "val"} and None not in subsets:
         return [{"train": [c.id for c in cases if c.subset == "train"],
                  "val": [c.id for c in cases if c.subset == "val"]}]
     ids = np.array([c.id for c in cases])
-    n = len(cases)
-    if n < 2:
-        return []
     groups = np.array([c.group if c.group is not None else c.id for c in cases])
     n_groups = len(set(groups.tolist()))
-    k = max(2, min(n_folds, n_groups))
     has_groups = any(c.group is not None for c in cases)
     y = np.array([c.label if isinstance(c.label, (int, np.integer)) else 0 for c in cases])
-    if task == "classification" and np.bincount(y - y.min()).min() >= k:
+    smallest_class = int(np.unique(y, return_counts=True)[1].min()) if len(y) else 0
+    if n_folds != DEFAULT_FOLDS:
+        _check_fold_count(n_folds, n_groups, "patients" if has_groups else "cases",
+                          smallest_class if task == "classification" else None)
+    if len(cases) < 2:
+        return []
+    k = max(2, min(n_folds, n_groups))
+    if task == "classification" and smallest_class >= k:
         if has_groups:
             splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
             it = splitter.split(ids, y, groups)
@@ -168,6 +180,18 @@ def make_splits(cases: list[Case], task: str, n_folds: int = 5, seed: int = 1234
     else:
         it = KFold(n_splits=k, shuffle=True, random_state=seed).split(ids)
     return [{"train": sorted(ids[tr].tolist()), "val": sorted(ids[va].tolist())} for tr, va in it]
+
+
+def _check_fold_count(n_folds: int, n_groups: int, what: str, smallest_class: int | None) -> None:
+    """InputError when ``n_folds`` folds cannot be made: more than the cases (patients), or, for classification,
+    more than the smallest class holds (each fold's validation part needs one case of every class)."""
+    if n_folds > n_groups:
+        raise InputError(f"--folds {n_folds} asks for more folds than the dataset has {what} ({n_groups})",
+                         fix=f"give --folds {n_groups} or fewer" if n_groups >= 2 else "add cases")
+    if smallest_class is not None and 2 <= smallest_class < n_folds:
+        raise InputError(f"--folds {n_folds} asks for more folds than the smallest class has cases "
+                         f"({smallest_class}): the folds could not be stratified by class",
+                         fix=f"give --folds {smallest_class} or fewer")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 from medsight.datasets.check import scan_dataset, validate_labels
 from medsight.datasets.importers import cases, dicom, folder_csv, folder_json, medmnist, msd, pairs, voc
 from medsight.datasets.importers.common import mask_label_mapping, parse_name_map
-from medsight.datasets.manifest import Manifest, make_splits
+from medsight.datasets.manifest import MANIFEST_NAME, Manifest, make_splits
 from medsight.datasets.mask_boxes import DEFAULT_MIN_SIZE, convert_to_detection
 from medsight.errors import InputError
 
@@ -37,6 +38,9 @@ FORMATS = tuple(IMPORTERS)
 MASK_FORMATS = ("msd", "pairs", "cases")
 #: Detection order: the most specific layouts first.
 DETECT_ORDER = ("medmnist", "msd", "voc", "folder-json", "pairs", "folder-csv", "dicom", "cases")
+#: formats read from one file; folder-csv reads a CSV file or a folder; the others read a folder
+FILE_FORMATS = ("medmnist",)
+FILE_OR_FOLDER_FORMATS = ("folder-csv",)
 
 
 def detect_format(source: str | Path) -> str:
@@ -54,6 +58,16 @@ def detect_format(source: str | Path) -> str:
                      fix="arrange the files like one of these or name the format with --format")
 
 
+def _check_source_kind(path: Path, fmt: str) -> None:
+    """InputError when SOURCE is a file for a format that reads a folder, or a folder for one that reads a file."""
+    if fmt in FILE_FORMATS and not path.is_file():
+        raise InputError(f"is not a file: format {fmt} reads one file", path=path,
+                         fix="give the file itself, or name the right --format")
+    if fmt not in FILE_FORMATS + FILE_OR_FOLDER_FORMATS and not path.is_dir():
+        raise InputError(f"is not a folder: format {fmt} reads a folder", path=path,
+                         fix="give the dataset folder, or name the right --format")
+
+
 def format_options(fmt: str) -> list[str]:
     """The options ``build`` of format ``fmt`` takes (besides source and task)."""
     params = inspect.signature(IMPORTERS[fmt].build).parameters
@@ -67,6 +81,29 @@ def _check_options(fmt: str, options: dict[str, Any]) -> None:
         flags = ", ".join("--" + u.replace("_", "-") for u in unknown)
         accepted = ", ".join("--" + a.replace("_", "-") for a in allowed) or "none"
         raise InputError(f"option {flags} does not apply to format {fmt}", fix=f"{fmt} takes {accepted}")
+
+
+def _check_dataset_dir(dataset_dir: Path, source: str, task: str) -> None:
+    """DATASET_DIR must be (or become) a folder. Importing again into it replaces its manifest (the plan is
+    remade when the data changed); another source or task is refused, as are folders whose manifest.json is not
+    a medsight dataset's: the folder's plan, cache and runs belong to what it holds."""
+    existing_part = next(p for p in (dataset_dir, *dataset_dir.parents) if p.exists() or p == p.parent)
+    if existing_part.exists() and not existing_part.is_dir():
+        raise InputError("is a file, not a folder", path=existing_part,
+                         fix=f"choose a new folder to import into instead of {dataset_dir}")
+    path = dataset_dir / MANIFEST_NAME
+    if not path.is_file():
+        return
+    try:
+        existing = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        existing = None
+    fix = "choose a new DATASET_DIR, or delete this one first"
+    if not isinstance(existing, dict) or "task" not in existing or "cases" not in existing:
+        raise InputError("holds a manifest.json that is not a medsight dataset's", path=dataset_dir, fix=fix)
+    if (existing.get("source"), existing["task"]) != (source, task):
+        raise InputError(f"already holds a {existing['task']} dataset imported from {existing.get('source')}; "
+                         f"this import is a {task} dataset of {source}", path=dataset_dir, fix=fix)
 
 
 def _discover_labels(manifest: Manifest, facts: dict) -> list[str]:
@@ -146,6 +183,7 @@ def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "a
     fmt = detect_format(path) if format in (None, "", "auto") else format
     if fmt not in IMPORTERS:
         raise InputError(f"unknown format {fmt!r}", fix=f"use one of auto, {', '.join(FORMATS)}")
+    _check_source_kind(path, fmt)
     options = {k: v for k, v in options.items() if v is not None}
     _check_options(fmt, options)
     boxes_from_masks = task == "detection" and fmt in MASK_FORMATS
@@ -154,6 +192,8 @@ def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "a
                          fix=f"use it with --task detection on a format of masks ({', '.join(MASK_FORMATS)})")
     manifest = IMPORTERS[fmt].build(path, task="segmentation" if boxes_from_masks else task, **options)
     manifest.source, manifest.source_format = str(path), fmt
+    _check_dataset_dir(Path(dataset_dir).expanduser(), manifest.source,
+                       "detection" if boxes_from_masks else manifest.task)
     if val_cases is not None:
         _fix_validation_cases(manifest, val_cases)
     warnings = list(manifest.extra.pop("warnings", []))

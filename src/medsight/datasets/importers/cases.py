@@ -56,7 +56,7 @@ def guess_label(shared: list[str], where: Path) -> str | None:
     labels = [p for p in shared if LABEL_NAME.search(p.replace("*", ""))]
     if len(labels) > 1:
         raise InputError(f"several files could be the label ({', '.join(labels)})", path=where,
-                         fix="pick one with --label-pattern")
+                         fix="pick one with --option label_pattern=GLOB")
     return labels[0] if labels else None
 
 
@@ -66,7 +66,7 @@ def guess_channels(shared: list[str], label_pattern: str | None, where: Path) ->
                      and not IGNORED_NAME.search(p.replace("*", ""))]
     if not channel_files:
         raise InputError("the case folders share no image file names to use as channels", path=where,
-                         fix="give --channel-patterns NAME=GLOB,... and --label-pattern")
+                         fix="give --option channel_patterns=NAME=GLOB,... and --option label_pattern=GLOB")
     names = [_channel_name(p) for p in channel_files]
     if len(set(names)) != len(names):
         names = [stem(p.replace("*", "")) for p in channel_files]
@@ -78,7 +78,7 @@ def _one_file(folder: Path, pattern: str, what: str) -> Path:
     if len(hits) != 1:
         problem = (f"no file matches the {what} pattern {pattern!r}" if not hits else
                    f"{len(hits)} files match the {what} pattern {pattern!r} ({', '.join(p.name for p in hits[:3])})")
-        raise InputError(problem, path=folder, fix="adjust --channel-patterns / --label-pattern")
+        raise InputError(problem, path=folder, fix="adjust --option channel_patterns=... / --option label_pattern=...")
     return hits[0]
 
 
@@ -96,7 +96,7 @@ def build(source: Path, task: str | None = None, channel_patterns: str | dict | 
         label_pattern = label_pattern or guess_label(shared, source)
         patterns = patterns or guess_channels(shared, label_pattern, source)
     if not label_pattern:
-        raise InputError("cannot tell which file is the label", path=source, fix="give --label-pattern GLOB")
+        raise InputError("cannot tell which file is the label", path=source, fix="give --option label_pattern=GLOB")
     cases = []
     for folder in case_dirs:
         images = [str(_one_file(folder, pattern, f"channel {name}")) for name, pattern in patterns.items()]

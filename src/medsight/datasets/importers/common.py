@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -99,6 +100,14 @@ def modality_of(channel_name: str) -> str:
 def modality_map(channels: list[str]) -> dict[str, str]:
     """{channel index: modality} for a list of channel names."""
     return {str(i): modality_of(name) for i, name in enumerate(channels)}
+
+
+def is_missing_label(text: str) -> bool:
+    """True for a label cell that holds no class: empty, or NaN written as text (``nan``, as pandas writes it)."""
+    try:
+        return not text.strip() or math.isnan(float(text))
+    except ValueError:
+        return False
 
 
 def class_labels(raw_values: Iterable[Any]) -> tuple[dict[Any, int], dict[str, str]]:

@@ -60,7 +60,7 @@ def detect(source: Path) -> bool:
 def _labels_by_key(csv_path: Path, label_column: str | None) -> tuple[dict[str, str], str]:
     header, rows = read_csv_rows(csv_path)
     key_col = pick_column(header, None, KEY_COLUMNS, "case", csv_path)
-    label_col = pick_column(header, label_column, LABEL_COLUMNS, "label", csv_path)
+    label_col = pick_column(header, label_column, LABEL_COLUMNS, "label", csv_path, option="label_column")
     return {(r[key_col] or "").strip(): (r[label_col] or "").strip() for r in rows}, key_col
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from medsight.datasets.importers.common import (channel_names_for, class_labels, is_image_file, modality_map,
-                                                 resolve_option_dir, stem)
+from medsight.datasets.importers.common import (channel_names_for, class_labels, is_image_file, is_missing_label,
+                                                 modality_map, resolve_option_dir, stem)
 from medsight.datasets.manifest import Case, Manifest
 from medsight.errors import InputError
 from medsight.io import read_header
@@ -42,11 +42,18 @@ def detect(source: Path) -> bool:
 
 def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """(header, rows as dicts) of a CSV file; InputError when unreadable."""
+    header, numbered_rows = read_numbered_csv_rows(path)
+    return header, [row for _, row in numbered_rows]
+
+
+def read_numbered_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """(header, [(line number in the file, row as dict)]) of a CSV file (blank lines skipped); InputError when
+    unreadable."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            rows = list(reader)
-            return list(reader.fieldnames or []), rows
+            numbered_rows = [(reader.line_num, row) for row in reader]
+            return list(reader.fieldnames or []), numbered_rows
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise InputError(f"cannot read the CSV ({e})", path=path) from None
 
@@ -57,8 +64,9 @@ def _pick(header: list[str], names: tuple[str, ...]) -> str | None:
 
 
 def pick_column(header: list[str], given: str | None, names: tuple[str, ...], what: str, path: Path,
-                required: bool = True) -> str | None:
-    """The column ``given`` (checked), else the first of ``names`` in the header (case-insensitive)."""
+                required: bool = True, option: str | None = None) -> str | None:
+    """The column ``given`` (checked), else the first of ``names`` in the header (case-insensitive);
+    ``option`` is the importer option that names the column, for the message when none is found."""
     if given:
         if given not in header:
             raise InputError(f"has no column {given!r} (columns: {', '.join(header)})", path=path)
@@ -66,7 +74,8 @@ def pick_column(header: list[str], given: str | None, names: tuple[str, ...], wh
     found = _pick(header, names)
     if found is None and required:
         raise InputError(f"found no {what} column among {', '.join(header)}", path=path,
-                         fix=f"name it with --{what}-column (looked for {'|'.join(names)})")
+                         fix=f"name the column {'|'.join(names)}"
+                         + (f" or give --option {option}=COLUMN" if option else ""))
     return found
 
 
@@ -111,6 +120,20 @@ class FileIndex:
         return self.by_key.get(cell) or self.by_key.get(cell.lstrip("./"))
 
 
+def _check_unique_cases(files: list[Path], line_numbers: list[int], csv_path: Path) -> None:
+    """InputError naming the CSV lines when two rows give the same case id (the image's name without extension)."""
+    first_row_of: dict[str, tuple[int, Path]] = {}
+    for line, path in zip(line_numbers, files):
+        case_id = stem(path)
+        if case_id in first_row_of:
+            first_line, first_path = first_row_of[case_id]
+            named = (f"image {path.name!r}" if path == first_path else
+                     f"images {first_path} and {path}, which both give case id {case_id!r}")
+            raise InputError(f"lines {first_line} and {line} both name {named}", path=csv_path,
+                             fix="keep one row per image")
+        first_row_of[case_id] = (line, path)
+
+
 def build(source: Path, task: str | None = None, csv: str | None = None, images_dir: str | None = None,
           image_column: str | None = None, label_column: str | None = None,
           group_column: str | None = None) -> Manifest:
@@ -120,11 +143,12 @@ def build(source: Path, task: str | None = None, csv: str | None = None, images_
     csv_path = find_csv(source, csv)
     folder = resolve_option_dir(source if source.is_dir() else source.parent, images_dir, "image") \
         if images_dir else (source if source.is_dir() else csv_path.parent)
-    header, rows = read_csv_rows(csv_path)
+    header, numbered_rows = read_numbered_csv_rows(csv_path)
+    line_numbers, rows = [n for n, _ in numbered_rows], [row for _, row in numbered_rows]
     if not rows:
         raise InputError("the CSV has no rows", path=csv_path)
-    image_col = pick_column(header, image_column, IMAGE_COLUMNS, "image", csv_path)
-    label_col = pick_column(header, label_column, LABEL_COLUMNS, "label", csv_path)
+    image_col = pick_column(header, image_column, IMAGE_COLUMNS, "image", csv_path, option="image_column")
+    label_col = pick_column(header, label_column, LABEL_COLUMNS, "label", csv_path, option="label_column")
     group_col = pick_column(header, group_column, GROUP_COLUMNS, "group", csv_path, required=False)
     index = FileIndex(folder)
     files, missing = [], []
@@ -134,11 +158,14 @@ def build(source: Path, task: str | None = None, csv: str | None = None, images_
     if missing:
         raise InputError(f"names {len(missing)} image(s) that do not exist in {folder}, first {missing[0]!r}",
                          path=csv_path, fix="fix the CSV or point --images-dir at the images")
+    _check_unique_cases(files, line_numbers, csv_path)
     raw = []
-    for n, row in enumerate(rows, start=2):
+    for line, row in zip(line_numbers, rows):
         value = (row[label_col] or "").strip()
-        if not value:
-            raise InputError(f"line {n} has no label in column {label_col!r}", path=csv_path)
+        if is_missing_label(value):
+            problem = (f"line {line} holds {value!r} in column {label_col!r}: a missing value, not a class" if value
+                       else f"line {line} has no label in column {label_col!r}")
+            raise InputError(problem, path=csv_path, fix="give every row a class, or leave the row out")
         raw.append(value)
     value_of, labels = class_labels(raw)
     cases = [Case(id=stem(path), images=[str(path.resolve())], label=value_of[value],

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from medsight.datasets.importers.common import channel_names_for, class_labels, list_images, modality_map, stem
+from medsight.datasets.importers.common import (channel_names_for, class_labels, is_missing_label, list_images,
+                                                 modality_map, stem)
 from medsight.datasets.manifest import Case, Manifest
 from medsight.errors import InputError
 from medsight.io import read_header
@@ -65,14 +66,15 @@ def build(source: Path, task: str | None = None, label_key: str | None = None,
     if label_key is None:
         if lookup(first, ISIC_LABEL_KEY) is _MISSING:
             raise InputError("cannot tell which JSON key holds the label", path=sidecars[0],
-                             fix="give --label-key, e.g. meta.clinical.diagnosis")
+                             fix="give --option label_key=KEY, e.g. label_key=meta.clinical.diagnosis")
         label_key = ISIC_LABEL_KEY
     raw, groups = [], []
     for sidecar in sidecars:
         data = _read_json(sidecar)
         value = lookup(data, label_key)
-        if value is _MISSING or value is None or str(value).strip() == "":
-            raise InputError(f"has no label at {label_key!r}", path=sidecar, fix="fix the file or --label-key")
+        if value is _MISSING or value is None or is_missing_label(str(value)):
+            raise InputError(f"has no label at {label_key!r}", path=sidecar,
+                             fix="fix the file or give --option label_key=KEY")
         raw.append(str(value).strip())
         group = lookup(data, group_key) if group_key else _MISSING
         groups.append(None if group is _MISSING or group is None else str(group))

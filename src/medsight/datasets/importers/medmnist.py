@@ -27,6 +27,7 @@ KNOWN_LABELS = {
     "pneumoniamnist": {"0": "normal", "1": "pneumonia"},
 }
 ORDINAL = {"retinamnist"}
+MAX_CLASS_VALUE = 2**31 - 1
 
 
 def npz_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -66,13 +67,27 @@ def dataset_key(path: Path) -> str:
 
 
 def _labels_of(path: Path, key: str, n: int) -> np.ndarray:
-    with np.load(path) as data:
-        labels = np.asarray(data[key])
+    """The class labels at ``key``, each a finite whole number >= 0; InputError names the first that is not."""
+    try:
+        with np.load(path) as data:
+            labels = np.asarray(data[key])
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise InputError(f"cannot read {key} ({e})", path=path) from None
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1 or len(labels) != n:
         raise InputError(f"{key} has shape {labels.shape}: expected one class per sample ({n},)"
                          + (" (multi-label sets are not supported)" if labels.ndim == 2 else ""), path=path)
+    if labels.dtype.kind not in "biuf":
+        kind = "text" if labels.dtype.kind in "US" else str(labels.dtype)
+        raise InputError(f"{key} holds {kind} values such as {labels[0].item()!r}, not class numbers",
+                         path=path, fix="store the classes as integers 0..K-1")
+    with np.errstate(invalid="ignore"):
+        bad = (labels < 0) | ~np.isfinite(labels) | (labels != np.floor(labels)) | (labels > MAX_CLASS_VALUE)
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise InputError(f"{key}[{index}] is {labels[index].item()}: class labels must be finite whole numbers >= 0",
+                         path=path, fix="store the classes as integers 0..K-1")
     return labels.astype(np.int64)
 
 
@@ -95,6 +110,10 @@ def build(source: Path, task: str | None = None) -> Manifest:
     cases, all_values = [], set()
     for subset in subsets:
         n = shapes[f"{subset}_images"][0][0]
+        if n == 0:
+            raise InputError(f"{subset}_images holds no images", path=source,
+                             fix="a MedMNIST file needs train images" if subset == "train"
+                             else f"fill the {subset} split or leave its arrays out")
         if shapes[f"{subset}_images"][0][1:] != shape0[1:]:
             raise InputError(f"{subset}_images has samples of shape {shapes[f'{subset}_images'][0][1:]} "
                              f"but train_images {shape0[1:]}", path=source)

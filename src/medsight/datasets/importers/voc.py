@@ -10,6 +10,7 @@ negatives. Subsets come from the split files (train / val / test).
 """
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -28,8 +29,9 @@ def detect(source: Path) -> bool:
     return source.is_dir() and (source / "Annotations").is_dir() and (source / "JPEGImages").is_dir()
 
 
-def read_subsets(source: Path) -> dict[str, str]:
-    """{image id: subset} from ImageSets/Main/{train,val,test}.txt or splits/{train,val,test}.txt."""
+def read_subsets(source: Path, image_ids: set[str]) -> dict[str, str]:
+    """{image id: subset} from ImageSets/Main/{train,val,test}.txt or splits/{train,val,test}.txt; InputError when
+    a split file names an image that is not among ``image_ids``."""
     for folder in (source / "ImageSets" / "Main", source / "splits", source / "ImageSets"):
         if not folder.is_dir():
             continue
@@ -37,9 +39,14 @@ def read_subsets(source: Path) -> dict[str, str]:
         for subset in SPLIT_NAMES:
             path = folder / f"{subset}.txt"
             if path.is_file():
-                for line in path.read_text().split("\n"):
-                    if line.strip():
-                        subsets[line.split()[0]] = subset
+                for number, line in enumerate(path.read_text().split("\n"), start=1):
+                    if not line.strip():
+                        continue
+                    image_id = line.split()[0]
+                    if image_id not in image_ids:
+                        raise InputError(f"line {number} names image {image_id!r}, which is not in JPEGImages/",
+                                         path=path, fix="remove the line or add the image")
+                    subsets[image_id] = subset
         if subsets:
             return subsets
     return {}
@@ -51,6 +58,9 @@ def _number(obj: ET.Element, tag: str, path: Path) -> float:
         value = float(node.text)  # type: ignore[union-attr, arg-type]
     except (AttributeError, TypeError, ValueError):
         raise InputError(f"an object has no readable bndbox/{tag}", path=path) from None
+    if not math.isfinite(value):
+        raise InputError(f"an object's bndbox/{tag} is {value}, not a finite number", path=path,
+                         fix="give the box in pixels")
     return int(value) if value.is_integer() else value
 
 
@@ -110,7 +120,7 @@ def build(source: Path, task: str | None = None) -> Manifest:
         boxes_of.setdefault(_image_for(images_dir, by_stem, xml, filename), []).extend(objects)
     names = sorted({name for objects in boxes_of.values() for name, _ in objects})
     value_of = {name: i + 1 for i, name in enumerate(names)}
-    subsets = read_subsets(source)
+    subsets = read_subsets(source, set(by_stem))
     cases = [Case(id=stem(p), images=[str(p.resolve())], subset=subsets.get(stem(p)),
                   boxes=[{"box": box, "label": value_of[name]} for name, box in boxes_of.get(p, [])])
              for p in images]
