@@ -262,7 +262,7 @@ def _add_importer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv")
     p.add_argument("--min-box-size", type=int, metavar="VOXELS",
                    help="with --task detection on masks: components under this many voxels make no box (default 20)")
-    p.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
+    p.add_argument("--folds", type=int, help="number of cross-validation folds (default 5, fewer for a small dataset)")
 
 
 def _importer_options(args: argparse.Namespace) -> dict:

@@ -60,11 +60,12 @@ def test_regions_and_label_names_are_kept_and_checked(shared_data, tmp_path):
 def test_fold_counts_that_cannot_be_made_are_refused(shared_data, tmp_path):
     src = write_isbi_pairs(tmp_path / "src", shared_data, n=3, size=48)
     for folds, problem in (("0", "--folds 0: cross-validation needs at least 2 folds"),
-                           ("4", "--folds 4 asks for more folds than the dataset has cases (3)")):
+                           ("4", "--folds 4 asks for more folds than the dataset has cases (3)"),
+                           ("5", "--folds 5 asks for more folds than the dataset has cases (3)")):
         r = _import(src, tmp_path / "ds", "--folds", folds)
         assert r.returncode == 2 and problem in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "ds").exists()
-    r = _import(src, tmp_path / "ds")  # the default, 5, shrinks to what 3 cases allow
+    r = _import(src, tmp_path / "ds")  # no --folds: the default, 5, shrinks to what 3 cases allow
     assert r.returncode == 0, r.stderr
     assert len(json.loads((tmp_path / "ds" / "manifest.json").read_text())["splits"]) == 3
 

@@ -136,17 +136,19 @@ class Manifest:
         return Manifest(cases=cases, **d)
 
 
-def make_splits(cases: list[Case], task: str, n_folds: int = DEFAULT_FOLDS,
+def make_splits(cases: list[Case], task: str, n_folds: int | None = None,
                 seed: int = 12345) -> list[dict[str, list[str]]]:
     """Deterministic k-fold splits: stratified by class for classification, grouped by patient when known.
 
-    Cases whose ``subset`` is set (the source's own train/val split) give one fold that keeps it. The
-    default ``DEFAULT_FOLDS`` shrinks to what a small dataset allows (fewer cases or patients: fewer folds;
-    a class smaller than the folds: not stratified); any other ``n_folds`` is checked: fewer than 2, more
+    Cases whose ``subset`` is set (the source's own train/val split) give one fold that keeps it. Without
+    ``n_folds``, ``DEFAULT_FOLDS`` shrinks to what a small dataset allows (fewer cases or patients: fewer
+    folds; a class smaller than the folds: not stratified); a given ``n_folds`` is checked: fewer than 2, more
     than the cases (patients), or more than the smallest class holds (classification) is an InputError.
     """
     from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
+    asked = n_folds is not None
+    n_folds = int(n_folds) if asked else DEFAULT_FOLDS
     if n_folds < 2:
         raise InputError(f"--folds {n_folds}: cross-validation needs at least 2 folds",
                          fix="give --folds 2 or more, or --val-cases for one fixed split")
@@ -160,7 +162,7 @@ def make_splits(cases: list[Case], task: str, n_folds: int = DEFAULT_FOLDS,
     has_groups = any(c.group is not None for c in cases)
     y = np.array([c.label if isinstance(c.label, (int, np.integer)) else 0 for c in cases])
     smallest_class = int(np.unique(y, return_counts=True)[1].min()) if len(y) else 0
-    if n_folds != DEFAULT_FOLDS:
+    if asked:
         _check_fold_count(n_folds, n_groups, "patients" if has_groups else "cases",
                           smallest_class if task == "classification" else None)
     if len(cases) < 2:

@@ -163,7 +163,7 @@ def _fix_validation_cases(manifest: Manifest, val_cases: Sequence[str] | str) ->
 
 
 def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "auto", task: str | None = None,
-                   n_folds: int = 5, workers: int = 2, progress: bool = True, label_names: str | dict | None = None,
+                   n_folds: int | None = None, workers: int = 2, progress: bool = True, label_names: str | dict | None = None,
                    val_cases: Sequence[str] | str | None = None, regions: str | dict | None = None,
                    min_box_size: int | None = None, **options: Any) -> Manifest:
     """Import SOURCE (format auto-detected or named), check every file, write DATASET_DIR/manifest.json.
@@ -214,7 +214,7 @@ def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "a
                                                DEFAULT_MIN_SIZE if min_box_size is None else int(min_box_size),
                                                workers=workers, progress=progress)
     _log_warnings(check_warnings)
-    manifest.splits = make_splits(manifest.cases, manifest.task, n_folds=int(n_folds))
+    manifest.splits = make_splits(manifest.cases, manifest.task, n_folds=n_folds)
     if warnings or check_warnings:
         manifest.extra["warnings"] = warnings + check_warnings
     blank = sorted(case_id for case_id, f in facts.items() if f.without_picture)
