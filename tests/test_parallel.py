@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +47,39 @@ def test_a_call_inside_a_worker_runs_in_that_worker():
     out = parallel_map(inner, range(4), workers=2, progress=False)
     assert [x for x, _ in out] == [0, 1, 2, 3]
     assert all(len(pids) == 1 for _, pids in out)  # the nested map stayed in its worker process
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_workers_do_not_outlive_a_killed_parent(tmp_path):
+    """A ``kill -9`` of the process running parallel_map takes its workers with it (before, they ran on and
+    then waited forever for work)."""
+    script = tmp_path / "slow_map.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from medsight.parallel import parallel_map\n"
+        f"folder = {str(tmp_path)!r}\n"
+        "def slow(i):\n"
+        "    open(os.path.join(folder, f'worker_{os.getpid()}'), 'w').close()\n"
+        "    time.sleep(60)\n"
+        "parallel_map(slow, range(8), workers=2, progress=False)\n")
+    parent = subprocess.Popen([sys.executable, str(script)])
+    deadline = time.time() + 60
+    while len(list(tmp_path.glob("worker_*"))) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    workers = [int(p.name.split("_")[1]) for p in tmp_path.glob("worker_*")]
+    assert len(workers) == 2
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 10
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie waiting to be reaped has stopped running)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")

@@ -57,8 +57,9 @@ def test_an_interrupted_pretraining_resumes_to_the_same_encoder(six_images, tmp_
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
     info = pretraining.json.loads((tmp_path / "enc.safetensors.json").read_text())
     assert info["epochs"] == 3
-    with pytest.raises(InputError, match="nothing to resume"):
-        pretraining.pretrain(six_images, tmp_path / "never.safetensors", **options, resume=True)
+    # killed before its first checkpoint, nothing was kept: --resume starts from the beginning
+    again = pretraining.pretrain(six_images, tmp_path / "never.safetensors", **options, resume=True)
+    assert all(torch.equal(v, uninterrupted[k]) for k, v in pretraining.load_encoder(again).items())
 
 
 def test_bad_sizes_outputs_and_too_few_images_are_refused_before_any_work(six_images, tmp_path, capsys):

@@ -29,13 +29,28 @@ def trained_breast(tiny_breast, tmp_path) -> tuple[Path, Path]:
     return run, out
 
 
-def test_train_refuses_an_unknown_fold_and_nothing_to_resume_before_writing(tiny_breast, tmp_path, capsys):
+def test_train_refuses_an_unknown_fold_before_writing(tiny_breast, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(tiny_breast), "--fold", "7", "--out", str(run)]) == 2
     assert "fold 7 does not exist" in _err(capsys) and not run.exists()
-    assert main(["train", str(tiny_breast), "--fold", "0", "--resume", "--out", str(run)]) == 2
+
+
+def test_resume_starts_afresh_without_a_checkpoint_and_refuses_a_damaged_final_one(tiny_breast, tmp_path, capsys,
+                                                                                    caplog):
+    """Killed before its first checkpoint, a fold kept nothing: --resume trains it from the start (nnU-Net's
+    --c does the same) instead of asking the user to drop the flag. A finished fold is kept only if its
+    final checkpoint is intact."""
+    run = tmp_path / "run"
+    args = ["train", str(tiny_breast), "--fold", "0", "--resume", "--out", str(run), "--device", "cpu"]
+    assert main(args) == 0
+    assert "no checkpoint to resume from: training from the start" in caplog.text
+    final = run / "fold_0" / "checkpoint_final.pt"
+    assert final.is_file()
+    with open(final, "r+b") as f:
+        f.truncate(1000)
+    assert main(args) == 2
     err = _err(capsys)
-    assert "nothing to resume" in err and "fold_0" in err and not run.exists()
+    assert "checkpoint_final.pt" in err and "checksum" in err and len(err.splitlines()) == 1
 
 
 def test_a_dataset_of_one_class_is_refused_at_planning(tmp_path):

@@ -21,6 +21,7 @@ from medsight.planning.plan import PLAN_NAME, load_plan, make_plan, plan_hash, s
 from medsight.preprocessing.cache import CachedCases, cache_dir, preprocess_dataset
 from medsight.tasks import get_task
 from medsight.progress import log as _log
+from medsight.tempfiles import remove_stale_temporaries
 
 RUN_INFO = "run.json"
 #: ``predict``'s record of finished cases in its output folder (``--continue`` skips them)
@@ -121,6 +122,7 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
     Returns the run folder (default ``DATASET_DIR/run``) holding ``plan.json``, ``run.json`` and ``fold_K/``.
     """
     from medsight.training.distributed import barrier, finish_distributed, init_distributed, process_device
+    from medsight.training.checkpoint import load_checkpoint
     from medsight.training.loop import FINAL, LATEST, train_fold
 
     dataset_dir = Path(dataset_dir).resolve()
@@ -135,11 +137,8 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
     if dev.type == "cuda" and dev.index is not None:
         torch.cuda.set_device(dev)
     folds = list(range(len(manifest.splits))) if fold == "every" else [fold]
-    for k in folds:  # an unknown fold, or nothing to resume, is refused before anything is written
+    for k in folds:  # an unknown fold is refused before anything is written
         manifest.fold_cases(k)
-    if resume and fold != "every" and not any((_fold_dir(run_dir, fold) / f).is_file() for f in (LATEST, FINAL)):
-        raise CheckpointError("nothing to resume: no checkpoint in this fold", path=_fold_dir(run_dir, fold),
-                              fix="train without --resume")
     ctx = init_distributed(dev)
     finished = False
     try:
@@ -169,6 +168,7 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
             fold_dir = _fold_dir(run_dir, k)
             fold_resume = resume
             if resume and (fold_dir / FINAL).is_file() and (fold_dir / "decisions.json").is_file():
+                load_checkpoint(fold_dir / FINAL, plan_hash(p))  # kept only when intact and of this plan
                 _log(f"fold {k}: finished before, kept as it is", quiet)
                 continue
             if resume and fold == "every" and not (fold_dir / LATEST).is_file():
@@ -179,8 +179,6 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
             final = train_fold(task, p, train_data, val_data, fold_dir, dev, resume=fold_resume, ctx=ctx,
                                progress=not quiet)
             if ctx.is_main:
-                from medsight.training.checkpoint import load_checkpoint
-
                 model = task.build_network(p).to(dev)
                 model.load_state_dict(load_checkpoint(final, plan_hash(p))["model"])
                 decisions = task.finalize(model, val_data, p, dev, fold_dir) if val_data is not None else {}
@@ -315,6 +313,8 @@ def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict,
     from medsight.progress import progress as progress_bar
 
     state_path = out_dir / PREDICT_STATE
+    for folder in (out_dir, *(d for d in out_dir.iterdir() if d.is_dir())):
+        remove_stale_temporaries(folder)  # of a predict killed while writing a case
     if continue_:
         done.update(_predicted_rows(out_dir))
     else:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Iterable, TypeVar
 
@@ -24,6 +26,25 @@ _SHARED: tuple[Callable, list] | None = None
 _IN_WORKER = False
 #: chunks a worker gets over a run (a few, so that progress still moves and a slow item does not stall)
 CHUNKS_PER_WORKER = 8
+#: the process that forked the running parallel_map's workers
+_PARENT_PID: int | None = None
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux the kernel sends the worker SIGTERM when the process that forked it dies.
+
+    Without it a ``kill -9`` of medsight left its preprocessing workers running, still writing cache files,
+    and then waiting forever for work from a parent that was gone.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+    if _PARENT_PID is not None and os.getppid() != _PARENT_PID:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _run_chunk(indices: range) -> list:
@@ -43,7 +64,7 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None =
     process boundaries. (Pickling ``fn`` per item, a ``partial`` holding a manifest of N cases, made the
     fingerprint of MedMNIST's 1200 images cost N^2: 13 s.)
     """
-    global _SHARED
+    global _SHARED, _PARENT_PID
     items = list(items)
     workers = 1 if _IN_WORKER else default_workers() if workers is None else workers
     bar = progress_bar(total=len(items), desc=desc, requested=progress and len(items) >= 2, leave=False)
@@ -59,9 +80,10 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None =
         size = max(1, -(-len(items) // (workers * CHUNKS_PER_WORKER)))
         chunks = [range(i, min(i + size, len(items))) for i in range(0, len(items), size)]
         results: list = [None] * len(items)
-        _SHARED = (fn, items)
+        _SHARED, _PARENT_PID = (fn, items), os.getpid()
         try:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"),
+                                     initializer=_die_with_parent) as pool:
                 futures = {pool.submit(_run_chunk, chunk): chunk for chunk in chunks}
                 try:
                     for fut in as_completed(futures):

@@ -15,6 +15,7 @@ JSON sidecar (``ENCODER.json``) saying how it was made; ``medsight compare --enc
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -111,8 +112,8 @@ def simclr_pretrain(images: np.ndarray, epochs: int | None = None, budget_minute
     total_epochs = epochs
     epoch = 0
     request = _request_digest(images, epochs, budget_minutes, init, batch_size, lr, temperature, seed)
-    if resume:
-        state = _resume_state(checkpoint, request)
+    state = _resume_state(checkpoint, request) if resume else None
+    if state is not None:
         net.load_state_dict(state["net"])
         head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
@@ -171,13 +172,15 @@ def _request_digest(images: np.ndarray, *settings) -> str:
     return h.hexdigest()
 
 
-def _resume_state(checkpoint: str | Path | None, request: str) -> dict:
-    """The saved state to continue from; refuses a missing checkpoint or one of other images or settings."""
+def _resume_state(checkpoint: str | Path | None, request: str) -> dict | None:
+    """The saved state to continue from, None when there is none (a run killed before its first checkpoint
+    kept nothing: it starts again, as ``medsight train --resume`` does); refuses one of other images or settings."""
     from medsight.training.checkpoint import load_checkpoint
 
     if checkpoint is None or not Path(checkpoint).is_file():
-        raise InputError("nothing to resume: no unfinished pretraining checkpoint", path=checkpoint,
-                         fix="run it without --resume")
+        logging.getLogger("medsight.pretrain").warning(f"{checkpoint}: no checkpoint to resume from: pretraining "
+                                                       "from the start")
+        return None
     state = load_checkpoint(checkpoint)
     if state.get("plan_hash") != request:
         raise InputError("the unfinished pretraining was started on other images or settings", path=checkpoint,

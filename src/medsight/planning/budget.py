@@ -2,14 +2,21 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
 from medsight.training.loop import CHECKPOINT_SHARE
 from medsight.training.optim import build_optimizer
 from medsight.training.step import build_model, optimizer_step
+
+#: the planner's temporary folders (one timed case each) are named ``medsight-plan-<pid>-<random>``
+PLAN_FOLDER_PREFIX = "medsight-plan-"
 
 
 def _training_step(task, plan: dict, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer, Callable]:
@@ -70,16 +77,14 @@ def measure_epoch_parts(task, manifest, plan: dict, device: torch.device, finger
 
     A DRIVE epoch of 50 timed 0.90 s steps took 57 s, not the 52 s a flat 15 % for data gave, and a BraTS
     epoch 125 s for 116: the gap is these parts, which differ by data set."""
-    import tempfile
-    from pathlib import Path
-
     from medsight.preprocessing.cache import CachedCases, preprocess_case
     from medsight.training.checkpoint import save_checkpoint
 
     case = _median_labelled_case(manifest, fingerprint)
     if case is None:
         return {}
-    with tempfile.TemporaryDirectory(prefix="medsight-plan-") as tmp:
+    remove_abandoned_plan_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{PLAN_FOLDER_PREFIX}{os.getpid()}-") as tmp:
         out = Path(tmp)
         preprocess_case(case, manifest, plan, out)
         data = CachedCases(out, [case.id])
@@ -101,6 +106,30 @@ def measure_epoch_parts(task, manifest, plan: dict, device: torch.device, finger
         checkpoint_s = time.perf_counter() - t0
     return {"data_per_step": _figures(sum(built) / len(built)), "step_in_epoch": _figures(sum(cycled) / len(cycled)),
             "validation_per_case": _figures(validation_s), "checkpoint": _figures(checkpoint_s)}
+
+
+def remove_abandoned_plan_folders() -> list[Path]:
+    """Delete the temporary folders of plans whose process is gone (a ``kill -9`` skips their removal).
+
+    Each holds one preprocessed case (megabytes); it is named after the process that made it.
+    """
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{PLAN_FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(PLAN_FOLDER_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _figures(seconds: float, digits: int = 4) -> float:

@@ -19,6 +19,7 @@ from medsight.datasets.loading import case_signature, read_case_image, read_case
 from medsight.datasets.manifest import Case, Manifest, atomic_write_text
 from medsight.parallel import parallel_map
 from medsight.preprocessing.pipeline import OPTIONAL_PREPROCESSING_KEYS, PREPROCESSING_KEYS, preprocess_image
+from medsight.tempfiles import remove_stale_temporaries
 
 MAX_LOCATIONS_PER_CLASS = 10000
 
@@ -42,7 +43,7 @@ def cache_dir(dataset_dir: str | Path, plan: dict) -> Path:
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """Save ``array`` to ``path`` via a temp file in the same folder and a rename (never a half-written file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npy")
     os.close(fd)
     try:
         np.save(tmp, array)
@@ -83,7 +84,7 @@ def preprocess_case(case: Case, manifest: Manifest, plan: dict, out: Path) -> st
     if lab is not None:
         atomic_save_npy(out / f"{case.id}_seg.npy", lab.astype(np.int16))
         locs = class_locations(lab, seed=0)
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{case.id}_loc.", suffix=".npz")
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{case.id}_loc.", suffix=".tmp.npz")
         os.close(fd)
         np.savez(tmp, **{str(k): v for k, v in locs.items()})
         os.replace(tmp, out / f"{case.id}_locations.npz")
@@ -131,6 +132,8 @@ def preprocess_dataset(dataset_dir: str | Path, manifest: Manifest, plan: dict, 
     """Preprocess every case that is not cached yet for this plan; return the cache folder."""
     out = cache_dir(dataset_dir, plan)
     out.mkdir(parents=True, exist_ok=True)
+    # what a killed run left (an hour old: two folds training at once may preprocess into one cache)
+    remove_stale_temporaries(out, min_age_seconds=3600)
     atomic_write_text(out / "plan_preprocessing.json",
                       json.dumps(preprocessing_entries(plan), indent=1))
     parallel_map(partial(preprocess_case, manifest=manifest, plan=plan, out=out), manifest.cases, workers,

@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 import torch
 
 from medsight.datasets.manifest import atomic_write_text
-from medsight.errors import CheckpointError
 from medsight.planning.plan import plan_hash
 from medsight.preprocessing.cache import CachedCases
 from medsight.progress import bars_enabled
 from medsight.progress import progress as progress_bar
 from medsight.tasks.base import Task
+from medsight.tempfiles import remove_stale_temporaries
 from medsight.training.checkpoint import load_checkpoint, save_checkpoint
 from medsight.training.distributed import DistContext, barrier, mean_over_processes, unwrap, wrap_model
 from medsight.training.ema import ema_decay, weight_average
@@ -57,6 +58,8 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
     """
     ctx = ctx or DistContext()
     fold_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        remove_stale_temporaries(fold_dir)  # a checkpoint write cut by a kill -9
     p_hash = plan_hash(plan)
     seed = int(plan["seed"])
     epochs, steps = int(plan["epochs"]), int(plan["steps_per_epoch"])
@@ -70,12 +73,14 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
     average = weight_average(unwrap(model), decay) if decay else None
     start_epoch, best_score = 0, float("-inf")
     latest = fold_dir / LATEST
+    if resume and not latest.is_file():
+        if (fold_dir / FINAL).is_file():
+            return fold_dir / FINAL
+        # killed before its first checkpoint: nothing was kept, so it starts again (as nnU-Net's --c does)
+        logging.getLogger("medsight.train").warning(f"{fold_dir}: no checkpoint to resume from: training from "
+                                                    "the start")
+        resume = False
     if resume:
-        if not latest.is_file():
-            if (fold_dir / FINAL).is_file():
-                return fold_dir / FINAL
-            raise CheckpointError("nothing to resume: no checkpoint in this fold", path=fold_dir,
-                                  fix="train without --resume")
         state = load_checkpoint(latest, p_hash)
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

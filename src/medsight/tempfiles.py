@@ -1,0 +1,41 @@
+"""Temporary files of medsight's atomic writes, and the sweep of those a killed process leaves behind.
+
+Every file medsight writes atomically is first written beside its target under a hidden name holding
+``.tmp`` (``.checkpoint_latest.pt.k3x9.tmp``, ``.12.8273f0d5.tmp.png``, ``.0.k3x9.tmp.npy``), then renamed
+onto it. A ``kill -9`` between the two leaves the temporary file; Ctrl-C does not (the writers remove it).
+The stages that write into a folder sweep it when they start again.
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+#: a hidden name with a ``.tmp`` part, last or before the extension the writer needs (numpy, PIL pick formats by it)
+TEMPORARY_NAME = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9]+)*$")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is the name of an atomic write's temporary file."""
+    return bool(TEMPORARY_NAME.match(name))
+
+
+def remove_stale_temporaries(folder: str | Path, min_age_seconds: float = 0.0) -> list[Path]:
+    """Delete the temporary files directly in ``folder`` last modified at least ``min_age_seconds`` ago.
+
+    Give an age where another process may be writing into the same folder (two folds preprocessing one
+    cache): its temporary file lives for milliseconds. Returns what was removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now = time.time()
+    removed = []
+    for path in folder.iterdir():
+        try:
+            if is_temporary(path.name) and path.is_file() and now - path.stat().st_mtime >= min_age_seconds:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # its writer renamed or removed it meanwhile
+            continue
+    return removed

@@ -1,0 +1,77 @@
+"""What a ``kill -9`` leaves behind is swept when the stage starts again: atomic writes' temporary files,
+the planner's temporary folders."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from medsight import api
+from medsight.planning.budget import PLAN_FOLDER_PREFIX, remove_abandoned_plan_folders
+from medsight.preprocessing.cache import cache_dir
+from medsight.tempfiles import is_temporary, remove_stale_temporaries
+
+
+def test_the_names_of_every_atomic_writer_are_temporary_and_targets_are_not():
+    for name in (".checkpoint_latest.pt.k3x9ab.tmp", ".manifest.json.q1w2e3.tmp", ".12.8273f0d5.tmp.png",
+                 ".0.k3x9ab.tmp.npy", ".0_loc.k3x9ab.tmp.npz", ".predictions.csv.tmp", ".scan.1a2b3c4d.tmp.nii.gz"):
+        assert is_temporary(name), name
+    for name in ("checkpoint_latest.pt", "0.npy", ".gitignore", "notes.tmp", ".hidden.png", "12.tmp.png"):
+        assert not is_temporary(name), name
+
+
+def test_only_temporaries_old_enough_are_removed(tmp_path):
+    old, fresh, kept = tmp_path / ".0.abc.tmp.npy", tmp_path / ".1.def.tmp.npy", tmp_path / "0.npy"
+    for f in (old, fresh, kept):
+        f.write_bytes(b"x")
+    hour_ago = time.time() - 3700
+    os.utime(old, (hour_ago, hour_ago))
+    assert remove_stale_temporaries(tmp_path, min_age_seconds=3600) == [old]
+    assert fresh.exists() and kept.exists()
+    assert remove_stale_temporaries(tmp_path) == [fresh] and kept.exists()
+    assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_train_predict_and_preprocess_sweep_what_a_kill_left(tiny_breast, tmp_path):
+    run = api.train(tiny_breast, fold=0, out=tmp_path / "run", device="cpu", quiet=True)
+    cut_checkpoint = run / "fold_0" / ".checkpoint_latest.pt.k3x9ab.tmp"
+    cut_checkpoint.write_bytes(b"half")
+    api.train(tiny_breast, fold=0, out=run, device="cpu", quiet=True)
+    assert not cut_checkpoint.exists()
+
+    out = api.predict(run, [tiny_breast], tmp_path / "pred", device="cpu", quiet=True)
+    cut_case = out / ".abc.1a2b3c4d.tmp.csv"
+    cut_case.write_bytes(b"half")
+    api.predict(run, [tiny_breast], out, continue_=True, device="cpu", quiet=True)
+    assert not cut_case.exists()
+
+    plan = json_plan(tiny_breast)
+    cache = cache_dir(tiny_breast, plan)
+    abandoned, in_flight = cache / ".3.k3x9ab.tmp.npy", cache / ".4.q1w2e3.tmp.npy"
+    for f in (abandoned, in_flight):
+        f.write_bytes(b"half")
+    hour_ago = time.time() - 3700
+    os.utime(abandoned, (hour_ago, hour_ago))
+    api.preprocess(tiny_breast, workers=1, quiet=True)
+    assert not abandoned.exists() and in_flight.exists()  # another fold's process may be writing this one
+
+
+def json_plan(dataset_dir):
+    import json
+
+    return json.loads((dataset_dir / "plan.json").read_text())
+
+
+def test_plan_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{PLAN_FOLDER_PREFIX}{int(gone.stdout)}-abc"
+    mine = tmp_path / f"{PLAN_FOLDER_PREFIX}{os.getpid()}-def"
+    unnamed = tmp_path / f"{PLAN_FOLDER_PREFIX}xyz"
+    for d in (dead, mine, unnamed):
+        d.mkdir()
+        (d / "4.npy").write_bytes(b"x")
+    assert remove_abandoned_plan_folders() == [dead]
+    assert mine.exists() and unnamed.exists()
