@@ -130,7 +130,6 @@ def test_empty_mask_is_a_warning_not_an_error(tmp_path, shared_data):
     assert json.loads((ds / "manifest.json").read_text())["task"] == "segmentation"
 
 
-
 # The study commands (lesions, mil, weak, pretrain): sizes, output paths and datasets without boxes.
 
 ZERO_SIZES = [("lesions", "--scales", ["0", "32"]), ("lesions", "--patch", ["0"]), ("mil", "--downsample", ["0"]),

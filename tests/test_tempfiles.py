@@ -2,6 +2,7 @@
 the planner's temporary folders."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,8 +48,7 @@ def test_train_predict_and_preprocess_sweep_what_a_kill_left(tiny_breast, tmp_pa
     api.predict(run, [tiny_breast], out, continue_=True, device="cpu", quiet=True)
     assert not cut_case.exists()
 
-    plan = json_plan(tiny_breast)
-    cache = cache_dir(tiny_breast, plan)
+    cache = cache_dir(tiny_breast, json.loads((tiny_breast / "plan.json").read_text()))
     abandoned, in_flight = cache / ".3.k3x9ab.tmp.npy", cache / ".4.q1w2e3.tmp.npy"
     for f in (abandoned, in_flight):
         f.write_bytes(b"half")
@@ -56,12 +56,6 @@ def test_train_predict_and_preprocess_sweep_what_a_kill_left(tiny_breast, tmp_pa
     os.utime(abandoned, (hour_ago, hour_ago))
     api.preprocess(tiny_breast, workers=1, quiet=True)
     assert not abandoned.exists() and in_flight.exists()  # another fold's process may be writing this one
-
-
-def json_plan(dataset_dir):
-    import json
-
-    return json.loads((dataset_dir / "plan.json").read_text())
 
 
 def test_plan_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
