@@ -87,3 +87,12 @@ def test_split_file_naming_a_missing_image_is_refused(shared_data: Path, tmp_pat
     (root / "splits" / "train.txt").write_text("BloodImage_00000\n")
     m = import_dataset(root, tmp_path / "ds", progress=False)
     assert m.splits == [{"train": ["BloodImage_00000"], "val": ["BloodImage_00001"]}]
+
+
+def test_split_file_that_is_not_text_is_refused(shared_data: Path, tmp_path: Path):
+    root = _small_voc(shared_data, tmp_path / "voc", ["BloodImage_00000", "BloodImage_00001"])
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_bytes((shared_data / "bccd/JPEGImages/BloodImage_00000.jpg").read_bytes())
+    with pytest.raises(InputError, match=r"splits/train.txt: is not a readable split file of image ids"):
+        import_dataset(root, tmp_path / "ds", progress=False)
+    assert not (tmp_path / "ds").exists()

@@ -39,7 +39,11 @@ def read_subsets(source: Path, image_ids: set[str]) -> dict[str, str]:
         for subset in SPLIT_NAMES:
             path = folder / f"{subset}.txt"
             if path.is_file():
-                for number, line in enumerate(path.read_text().split("\n"), start=1):
+                try:
+                    text = path.read_text()
+                except (OSError, UnicodeDecodeError) as e:
+                    raise InputError(f"is not a readable split file of image ids ({e})", path=path) from None
+                for number, line in enumerate(text.split("\n"), start=1):
                     if not line.strip():
                         continue
                     image_id = line.split()[0]
