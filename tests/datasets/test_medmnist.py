@@ -99,3 +99,15 @@ def test_split_without_images_is_refused(shared_data: Path, tmp_path: Path):
     with pytest.raises(InputError, match="empty_train.npz: train_images holds no images"):
         import_dataset(tmp_path / "empty_train.npz", tmp_path / "ds", progress=False)
     assert not (tmp_path / "ds").exists()
+
+
+def test_folds_asked_of_a_source_with_its_own_split_are_not_used_and_said_so(tmp_path: Path, caplog):
+    from helpers import write_npz_subset
+
+    src = write_npz_subset(tmp_path / "small.npz", n_train=24, n_val=8)
+    m = import_dataset(src, tmp_path / "ds", n_folds=3, progress=False)
+    assert len(m.splits) == 1 and len(m.splits[0]["val"]) == 8  # MedMNIST's own validation split
+    assert "--folds 3 is not used: the source's own train/validation split" in caplog.text
+    caplog.clear()
+    import_dataset(src, tmp_path / "ds2", progress=False)
+    assert "--folds" not in caplog.text

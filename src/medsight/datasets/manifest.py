@@ -13,6 +13,7 @@ Targets by task:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -154,6 +155,9 @@ def make_splits(cases: list[Case], task: str, n_folds: int | None = None,
                          fix="give --folds 2 or more, or --val-cases for one fixed split")
     subsets = {c.subset for c in cases}
     if subsets >= {"train", "val"} and None not in subsets:
+        if asked:
+            logging.getLogger("medsight.import").warning(
+                f"--folds {n_folds} is not used: the source's own train/validation split (or --val-cases) is kept")
         return [{"train": [c.id for c in cases if c.subset == "train"],
                  "val": [c.id for c in cases if c.subset == "val"]}]
     ids = np.array([c.id for c in cases])
