@@ -63,7 +63,7 @@ def test_an_interrupted_pretraining_resumes_to_the_same_encoder(six_images, tmp_
 
 
 def test_bad_sizes_outputs_and_too_few_images_are_refused_before_any_work(six_images, tmp_path, capsys):
-    with pytest.raises(InputError, match="side must be at least 1 pixel"):
+    with pytest.raises(InputError, match="side must be a whole number of at least 1"):
         pretraining.pretrain(six_images, tmp_path / "enc.safetensors", side=0)
     folder = tmp_path / "existing"
     folder.mkdir()

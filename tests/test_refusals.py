@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import shrink_plan, write_bccd_subset, write_npz_subset
+from helpers import write_bccd_subset, write_npz_subset
 
 from medsight import api
 from medsight.cli import main
@@ -173,3 +173,52 @@ def test_compare_refuses_before_writing(tiny_breast, tmp_path, capsys):
     (tiny_breast / "manifest.json").write_text(json.dumps(manifest))
     assert main(["compare", str(tiny_breast), "-o", str(out), "--folds", "0"]) == 2
     assert "fold 0's training cases are all of one class" in _err(capsys) and not out.exists()
+
+
+def test_api_arguments_a_python_caller_gets_wrong_are_refused_in_one_line(trained_breast, tiny_breast, tmp_path):
+    """What the command line's parser never lets through, the API checks itself (a sweep found bare
+    ValueErrors and TypeErrors from deep inside, and silent acceptance of 0 epochs or a negative budget)."""
+    from medsight.compare import compare
+    from medsight.pretrain import pretrain
+
+    run, preds = trained_breast
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    refused = [
+        (lambda: api.plan(tiny_breast, budget_minutes=float("nan"), measure=False), "budget_minutes must be"),
+        (lambda: api.plan(tiny_breast, budget_minutes=-5, measure=False), "budget_minutes must be"),
+        (lambda: api.train(tiny_breast, fold="x"), "a fold is a number"),
+        (lambda: api.train(tiny_breast, fold=1.0), "a fold is a number"),
+        (lambda: api.train(tiny_breast, epochs=0), "epochs must be a whole number of at least 1"),
+        (lambda: api.train(tiny_breast, out=a_file / "run"), "is a file, not a folder"),
+        (lambda: api.predict(run, [], tmp_path / "p1"), "nothing to predict"),
+        (lambda: api.predict(run, [tiny_breast], run), "holds a run (run.json)"),
+        (lambda: api.import_dataset(tiny_breast, run), "holds a run (run.json)"),
+        (lambda: api.evaluate(preds, tiny_breast, output=tmp_path), "is a folder, not a file"),
+        (lambda: api.run(tiny_breast, tmp_path / "r", fold="x"), "a fold is a number"),
+        (lambda: compare(tiny_breast, tmp_path / "c", strategies=[]), "no strategies"),
+        (lambda: compare(tiny_breast, tmp_path / "c", folds=[]), "folds must be fold numbers"),
+        (lambda: compare(tiny_breast, tmp_path / "c", side=0), "side must be"),
+        (lambda: pretrain(tiny_breast, tmp_path / "e.safetensors", epochs=0), "epochs must be"),
+        (lambda: pretrain(tiny_breast, tmp_path / "e.safetensors", batch_size=1), "batch_size must be"),
+    ]
+    for call, problem in refused:
+        with pytest.raises(InputError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+            call()
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists() and not (tmp_path / "p1").exists()
+
+
+def test_a_run_is_never_written_into_a_dataset_folder(tiny_breast, tmp_path):
+    other = tmp_path / "other"
+    api.import_dataset(write_npz_subset(tmp_path / "o.npz", n_train=24, n_val=8), other, progress=False)
+    before = sorted(p.name for p in other.iterdir())
+    with pytest.raises(InputError, match="holds a dataset"):
+        api.train(tiny_breast, out=other)
+    assert sorted(p.name for p in other.iterdir()) == before
+
+
+def test_one_input_path_need_not_be_in_a_list(trained_breast, tiny_breast, tmp_path):
+    run, _ = trained_breast
+    out = api.predict(run, str(tiny_breast), tmp_path / "one", device="cpu", quiet=True)  # a str, not [str]
+    with open(out / "predictions.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(json.loads((tiny_breast / "manifest.json").read_text())["cases"])

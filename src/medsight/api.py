@@ -15,7 +15,7 @@ import torch
 from medsight.datasets.loading import case_signature
 from medsight.datasets.manifest import Manifest, atomic_write_text
 from medsight.device import resolve_device, set_threads
-from medsight.errors import CheckpointError, InputError, output_folder
+from medsight.errors import CheckpointError, InputError, as_list, output_folder, positive
 from medsight.planning.fingerprint import FINGERPRINT_VERSION, compute_fingerprint, load_fingerprint, save_fingerprint
 from medsight.planning.plan import PLAN_NAME, load_plan, make_plan, plan_hash, save_plan, summary_table
 from medsight.preprocessing.cache import CachedCases, cache_dir, preprocess_dataset
@@ -38,6 +38,10 @@ def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "a
     """
     from medsight.datasets import import_dataset as _import
 
+    if source is None or dataset_dir is None:
+        raise InputError("import needs a SOURCE and a DATASET_DIR")
+    output_folder(dataset_dir, not_holding={"run.json": "a run", "predictions.csv": "predictions",
+                                            "volumes.csv": "predictions"})
     return _import(source, dataset_dir, format=format, task=task, **options)
 
 
@@ -67,6 +71,10 @@ def plan(dataset_dir: str | Path, budget_minutes: float | None = None, device: s
 
     ``measure=False`` skips timing a training step (epochs then default to 1; for quick edits and tests).
     """
+    positive(budget_minutes, "budget_minutes")
+    positive(workers, "workers", integer=True, minimum=1)
+    if dataset_dir is None:
+        raise InputError("plan needs a DATASET_DIR")
     manifest = Manifest.load(dataset_dir)
     fp = fingerprint(dataset_dir, workers, progress=not quiet)
     dev = resolve_device(device)
@@ -103,6 +111,7 @@ def ensure_plan(dataset_dir: str | Path, budget_minutes: float | None = None, de
 # -- preprocess ---------------------------------------------------------------------------------
 def preprocess(dataset_dir: str | Path, workers: int | None = None, quiet: bool = False) -> Path:
     """Preprocess every case the plan has not cached yet; return the cache folder."""
+    positive(workers, "workers", integer=True, minimum=1)
     manifest = Manifest.load(dataset_dir)
     p = ensure_plan(dataset_dir, quiet=quiet)
     return preprocess_dataset(dataset_dir, manifest, p, workers, progress=not quiet)
@@ -111,6 +120,23 @@ def preprocess(dataset_dir: str | Path, workers: int | None = None, quiet: bool 
 # -- train --------------------------------------------------------------------------------------
 def _fold_dir(run_dir: Path, fold: int | str) -> Path:
     return run_dir / f"fold_{fold}"
+
+
+#: folders a run must not be written into: a dataset's, or predictions'
+NOT_A_RUN = {"manifest.json": "a dataset", "predictions.csv": "predictions", "volumes.csv": "predictions"}
+#: folders predictions must not be written into: a dataset's, or a run's
+NOT_PREDICTIONS = {"manifest.json": "a dataset", "run.json": "a run"}
+
+
+def training_fold(fold) -> int | str:
+    """``fold`` as a fold number (0, 1, ..., also written as text), ``"all"`` or ``"every"``; InputError else."""
+    if fold in ("all", "every"):
+        return fold
+    if isinstance(fold, str) and fold.isdigit():
+        return int(fold)
+    if isinstance(fold, int) and not isinstance(fold, bool) and fold >= 0:
+        return fold
+    raise InputError(f"a fold is a number (0, 1, ...), 'all' or 'every', got {fold!r}")
 
 
 def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None = None, resume: bool = False,
@@ -125,8 +151,12 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
     from medsight.training.checkpoint import load_checkpoint
     from medsight.training.loop import FINAL, LATEST, train_fold
 
+    fold = training_fold(fold)
+    positive(epochs, "epochs", integer=True, minimum=1)
+    positive(budget_minutes, "budget_minutes")
+    positive(threads, "threads", integer=True, minimum=1)
     dataset_dir = Path(dataset_dir).resolve()
-    run_dir = Path(out).resolve() if out else dataset_dir / "run"
+    run_dir = output_folder(Path(out).resolve() if out else dataset_dir / "run", not_holding=NOT_A_RUN)
     manifest = Manifest.load(dataset_dir)
     if fold == "every" and not manifest.splits:
         raise InputError("the dataset has no folds to train in turn", path=dataset_dir,
@@ -288,12 +318,16 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
             save_probabilities: bool = False, device: str | None = None, threads: int | None = None,
             folds: Sequence[int | str] | None = None, quiet: bool = False) -> Path:
     """Predict every input case with the run's folds (ensembled) into OUT_DIR, as DESIGN.md's contract says."""
+    inputs, folds = as_list(inputs, "inputs"), as_list(folds, "folds")
+    if not inputs:
+        raise InputError("nothing to predict: no inputs given", fix="give image files, folders or a dataset")
+    positive(threads, "threads", integer=True, minimum=1)
+    out_dir = output_folder(out_dir, not_holding=NOT_PREDICTIONS)
     dev = resolve_device(device)
     set_threads(threads)
     info, p, task, models, decisions = load_run(run_dir, dev, folds)
     strip = bool(info["manifest"].get("strip_channel_suffix"))
     cases = _resolve_inputs(inputs, strip)
-    out_dir = output_folder(out_dir)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     done: dict[str, list[dict]] = {}
@@ -385,13 +419,16 @@ def evaluate(out_dir: str | Path, reference: str | Path, output: str | Path | No
     """
     from medsight.datasets.manifest import MANIFEST_NAME
 
+    if not Path(out_dir).is_dir():
+        raise InputError("no such predictions folder", path=out_dir)
+    if output is not None and Path(output).is_dir():
+        raise InputError("is a folder, not a file", path=output, fix="give the metrics file to write, e.g. -o metrics.json")
+    case_ids = as_list(case_ids, "case_ids")
     if not (Path(reference) / MANIFEST_NAME).is_file() and Path(reference).is_dir():
         manifest = _mask_folder_manifest(Path(reference), Path(out_dir))
     else:
         manifest = Manifest.load(reference)
     task = get_task(manifest.task)
-    if not Path(out_dir).is_dir():
-        raise InputError("no such predictions folder", path=out_dir)
     metrics = task.evaluate(Path(out_dir), manifest, list(case_ids) if case_ids is not None else None)
     # where the report finds the predictions and the reference images for its per-case figures
     metrics["sources"] = {"predictions": str(Path(out_dir).resolve()), "reference": str(Path(reference).resolve())}
@@ -502,7 +539,11 @@ def run(source: str | Path, out_dir: str | Path, format: str = "auto", task: str
     that held it out, and ``OUT_DIR/run/metrics.json`` scores them all together. ``resume`` continues an
     interrupted run in OUT_DIR: finished folds are kept, the cut one continues, the others start.
     """
-    out_dir = output_folder(out_dir)
+    fold = training_fold(fold)
+    positive(epochs, "epochs", integer=True, minimum=1)
+    positive(budget_minutes, "budget_minutes")
+    resolve_device(device)  # an unknown or absent device is refused before the import
+    out_dir = output_folder(out_dir, not_holding={"manifest.json": "a dataset", "run.json": "a run"})
     dataset_dir = out_dir / "dataset"
     manifest = import_dataset(source, dataset_dir, format=format, task=task, **options)
     if fold != "every":

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from medsight.datasets.manifest import Manifest, atomic_write_text
-from medsight.errors import InputError, output_folder
+from medsight.errors import InputError, as_list, output_folder, positive
 from medsight.progress import log as _log
 
 STRATEGIES = ("frozen", "finetune", "scratch", "selfsup")
@@ -200,9 +200,17 @@ def compare(dataset_dir: str | Path, out_dir: str | Path | None = None, budget_m
     from medsight.device import set_threads
 
     set_threads(threads)
+    strategies, folds = as_list(strategies, "strategies"), as_list(folds, "folds")
+    if not strategies:
+        raise InputError("no strategies to compare", fix=f"use some of {', '.join(STRATEGIES)}")
     unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown or not strategies:
+    if unknown:
         raise InputError(f"unknown strategies {unknown}", fix=f"use some of {', '.join(STRATEGIES)}")
+    if folds is not None and (not folds or not all(isinstance(k, int) and not isinstance(k, bool) for k in folds)):
+        raise InputError(f"folds must be fold numbers (0, 1, ...), got {folds!r}")
+    positive(budget_minutes, "budget_minutes")
+    positive(side, "side", integer=True, minimum=8)
+    positive(epochs, "epochs", integer=True, minimum=1)
     if not 0 < label_fraction <= 1:
         raise InputError(f"label fraction must be in (0, 1], got {label_fraction}")
     manifest = Manifest.load(dataset_dir)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsight.errors import InputError
+from medsight.errors import InputError, positive
 
 ENCODER_FORMAT = "medsight-encoder-v1"
 ARCHITECTURE = "efficientnet_lite0"
@@ -247,8 +247,10 @@ def pretrain(images_dir: str | Path, output: str | Path, epochs: int | None = No
     """
     if init not in ("imagenet", "random"):
         raise InputError(f"unknown initialisation {init!r}", fix="use imagenet or random")
-    if side < 1:
-        raise InputError(f"the image side must be at least 1 pixel, got {side}")
+    positive(side, "side", integer=True, minimum=1)
+    positive(epochs, "epochs", integer=True, minimum=1)
+    positive(budget_minutes, "budget_minutes")
+    positive(batch_size, "batch_size", integer=True, minimum=2)  # NT-Xent contrasts the views of a batch
     if Path(output).is_dir():
         raise InputError("is a folder, not a file", path=output,
                          fix="give the encoder file to write, e.g. -o encoder.safetensors")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from medsight.datasets.manifest import Manifest, atomic_write_text
-from medsight.errors import InputError, output_folder
+from medsight.errors import InputError, output_folder, positive
 
 
 def _images_and_boxes(manifest: Manifest, positive: int, downsample: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -58,6 +58,7 @@ def weak_localise(dataset_dir: str | Path, out_dir: str | Path, positive_class: 
 
     if downsample < 1:
         raise InputError(f"downsample must be at least 1, got {downsample}")
+    positive(epochs, "epochs", integer=True, minimum=1)
     out = output_folder(out_dir)
     manifest = Manifest.load(dataset_dir)
     if manifest.task != "detection" or manifest.dims != 2 or not manifest.splits:

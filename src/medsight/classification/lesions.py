@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from medsight.training.optim import cosine_step
-from medsight.errors import InputError, output_folder
+from medsight.errors import InputError, as_list, output_folder, positive
 
 
 @dataclass
@@ -249,8 +249,10 @@ def classify_lesions(points_csv: str | Path, out_dir: str | Path, scales: Sequen
 
     if mode not in ("3d", "2.5d"):
         raise InputError(f"unknown mode {mode!r}", fix="use 3d or 2.5d (volumes only)")
+    scales = as_list(scales, "scales")
     if not scales or min(scales) < 1 or patch < 1:
         raise InputError(f"patch sides must be at least 1 pixel, got scales {list(scales)} and patch {patch}")
+    positive(epochs, "epochs", integer=True, minimum=1)
     out = output_folder(out_dir)
     points = read_points_csv(points_csv, images_root)
     names = sorted(set(points.labels))

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from medsight.training.optim import train_in_memory
 from medsight.datasets.manifest import Manifest
-from medsight.errors import InputError, output_folder
+from medsight.errors import InputError, output_folder, positive
 from medsight.nets import AttentionMILPooling
 from medsight.nets.multistream import StreamEncoder
 from medsight.progress import log as _log
@@ -249,6 +249,7 @@ def run_mil(dataset_dir: str | Path, out_dir: str | Path, positive_class: str, e
         raise InputError(f"unknown tile encoder {encoder!r}", fix=f"use one of {', '.join(ENCODERS)}")
     if downsample < 1 or tile < 1:
         raise InputError(f"downsample and tile must be at least 1, got {downsample} and {tile}")
+    positive(epochs, "epochs", integer=True, minimum=1)
     out = output_folder(out_dir)
     manifest = Manifest.load(dataset_dir)
     if not manifest.splits:

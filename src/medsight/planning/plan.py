@@ -155,6 +155,8 @@ def load_plan(path_or_dir: str | Path) -> dict:
         raise PlanError("no plan.json", path=path, fix="run `medsight plan DATASET_DIR`") from None
     except json.JSONDecodeError as e:
         raise PlanError(f"plan is not valid JSON ({e.msg} at line {e.lineno})", path=path) from None
+    except (UnicodeDecodeError, NotADirectoryError, IsADirectoryError):
+        raise PlanError("is not a plan file, nor a folder holding plan.json", path=path) from None
     return validate_plan(plan, path)
 
 
