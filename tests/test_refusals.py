@@ -222,3 +222,12 @@ def test_one_input_path_need_not_be_in_a_list(trained_breast, tiny_breast, tmp_p
     out = api.predict(run, str(tiny_breast), tmp_path / "one", device="cpu", quiet=True)  # a str, not [str]
     with open(out / "predictions.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len(json.loads((tiny_breast / "manifest.json").read_text())["cases"])
+
+
+def test_predict_names_the_folds_it_asked_for_that_were_never_trained(trained_breast, tmp_path):
+    from medsight.errors import CheckpointError
+
+    run, _ = trained_breast
+    with pytest.raises(CheckpointError, match=r"no trained fold 5 here \(trained: 0\)"):
+        api.predict(run, [tmp_path / "ds"], tmp_path / "p", folds=[0, 5], quiet=True)
+    assert not (tmp_path / "p").exists()

@@ -285,6 +285,11 @@ def load_run(run_dir: str | Path, device: torch.device, folds: Sequence[int | st
     task = get_task(p["task"])
     fold_dirs = sorted(d for d in run_dir.glob("fold_*") if (d / FINAL).is_file())
     if folds is not None:
+        untrained = [str(f) for f in folds if f"fold_{f}" not in {d.name for d in fold_dirs}]
+        if untrained:
+            raise CheckpointError(f"no trained fold {', '.join(untrained)} here (trained: "
+                                  f"{', '.join(d.name[5:] for d in fold_dirs) or 'none'})", path=run_dir,
+                                  fix="name trained folds, or leave the folds out to ensemble them all")
         fold_dirs = [d for d in fold_dirs if d.name[5:] in {str(f) for f in folds}]
     if not fold_dirs:
         raise CheckpointError("no trained fold here (no fold_*/checkpoint_final.pt)", path=run_dir,
