@@ -147,8 +147,8 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
 
     Returns the run folder (default ``DATASET_DIR/run``) holding ``plan.json``, ``run.json`` and ``fold_K/``.
     """
-    from medsight.training.distributed import barrier, finish_distributed, init_distributed, process_device
     from medsight.training.checkpoint import load_checkpoint
+    from medsight.training.distributed import barrier, finish_distributed, init_distributed, process_device
     from medsight.training.loop import FINAL, LATEST, train_fold
 
     fold = training_fold(fold)
