@@ -108,20 +108,23 @@ def tile_truth(boxes: list[dict], positive_value: int, grid: tuple[int, int], do
     return truth
 
 
-def load_bags(manifest: Manifest, positive_class: str, downsample: int = 2, tile: int = 32, standardize: bool = True):
+def load_bags(manifest: Manifest, positive_class: str, downsample: int = 2, tile: int = 32, standardize: bool = True,
+              dataset_dir: str | Path | None = None):
     """Tiles (B, N, C, t, t), bag labels (B,), tile truth (B, N), case ids. Tiles are float32 z-scored per
-    image, or with ``standardize=False`` the image's own intensities (float32)."""
+    image, or with ``standardize=False`` the image's own intensities (float32). Errors name ``dataset_dir``
+    when given, else the folder the dataset was imported from."""
     from medsight.datasets.loading import read_case_image
 
+    where = dataset_dir or manifest.source or None
     if manifest.task != "detection" or manifest.dims != 2:
         raise InputError(f"MIL bags are made from a 2D detection dataset (boxes), this one is {manifest.dims}D "
-                         f"{manifest.task}", path=manifest.source or None)
+                         f"{manifest.task}", path=where)
     by_name = {name: int(value) for value, name in manifest.labels.items()}
     if not by_name:
         raise InputError("the dataset has no boxes, so no classes at all: every image would be a negative bag",
-                         path=manifest.source or None, fix="import a detection dataset whose images hold boxes")
+                         path=where, fix="import a detection dataset whose images hold boxes")
     if positive_class not in by_name:
-        raise InputError(f"no class {positive_class!r} in the dataset", path=manifest.source or None,
+        raise InputError(f"no class {positive_class!r} in the dataset", path=where,
                          fix=f"use one of {', '.join(sorted(by_name))}")
     positive = by_name[positive_class]
     tiles, labels, truth, grid0 = [], [], [], None
@@ -256,7 +259,7 @@ def run_mil(dataset_dir: str | Path, out_dir: str | Path, positive_class: str, e
         raise InputError("the dataset has no train/validation split", path=dataset_dir)
     start = time.perf_counter()
     tiles, labels, truth, ids = load_bags(manifest, positive_class, downsample, tile,
-                                          standardize=encoder == "scratch")
+                                          standardize=encoder == "scratch", dataset_dir=dataset_dir)
     where = {c: i for i, c in enumerate(ids)}
     train_idx = np.array([where[c] for c in manifest.splits[0]["train"]])
     val_idx = np.array([where[c] for c in manifest.splits[0]["val"]])
