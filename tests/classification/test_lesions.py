@@ -66,7 +66,7 @@ def test_voc_boxes_become_points_and_degenerate_boxes_are_skipped(shared_data, t
     assert (first["label"], float(first["x"]), float(first["y"])) == ("WBC", 375.5, 276.5)
 
 
-def test_lesions_cli_single_and_multi_scale(shared_data, tmp_path, capsys):
+def test_lesions_cli_single_and_multi_scale(shared_data, tmp_path, capsys, monkeypatch):
     bccd = shared_data / "bccd"
     all_points = points_from_voc(bccd / "Annotations", bccd / "JPEGImages", tmp_path / "all.csv")
     with open(all_points, newline="") as f:
@@ -90,6 +90,20 @@ def test_lesions_cli_single_and_multi_scale(shared_data, tmp_path, capsys):
         preds = list(csv.DictReader(f))
     assert len(preds) == result["val_points"]
     assert "multi_scale: accuracy" in capsys.readouterr().out
+    # a run started again with the same points and settings keeps the finished models: nothing is trained
+    import medsight.classification.lesions as lesions
+
+    assert len(list((out / "parts").glob("*/*_scale.json"))) == 2
+    next((out / "parts").glob("*/multi_scale.json")).unlink()  # as if the run was cut before it finished
+    trained = []
+    real = lesions.train_streams
+    monkeypatch.setattr(lesions, "train_streams", lambda x, *a, **k: trained.append(x.shape[1]) or real(x, *a, **k))
+    again = lesions.classify_lesions(small, out, scales=(16, 32, 64), patch=16, epochs=1, quiet=True)
+    assert trained == [3]  # the single-scale model was kept, only the multi-scale one trained again
+    assert again["single_scale"] == result["single_scale"]
+    assert again["multi_scale"]["accuracy"] == result["multi_scale"]["accuracy"]
+    with open(out / "predictions.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == preds
 
 
 def test_points_csv_errors_name_the_file(tmp_path):

@@ -180,6 +180,16 @@ def _check_inside(points: LesionPoints, i: int, shape: tuple[int, ...]) -> None:
                      path=points.source or points.images[i], fix="x is the column, y the row, from 0")
 
 
+def _settings_key(points_csv: str | Path, images_root, scales: Sequence[int], patch: int, epochs: int, mode: str,
+                  seed: int) -> str:
+    """Folder name of what a finished model depends on: the points file's bytes, where its images are, the settings."""
+    import hashlib
+
+    h = hashlib.sha1(Path(points_csv).read_bytes())
+    h.update(json.dumps([str(images_root), list(scales), patch, epochs, mode, seed]).encode())
+    return h.hexdigest()[:12]
+
+
 def split_points(points: LesionPoints, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Train and validation indices: the CSV's ``split`` column, else whole images drawn at random."""
     given = np.array([s or "" for s in points.splits])
@@ -243,6 +253,8 @@ def classify_lesions(points_csv: str | Path, out_dir: str | Path, scales: Sequen
     """Train single-scale (the middle scale) and multi-scale stream networks on the points; report per-class accuracy.
 
     Writes ``OUT_DIR/lesions.json`` and ``OUT_DIR/predictions.csv`` (validation points, multi-scale model).
+    Each trained model's results are kept in ``OUT_DIR/parts/<settings>/`` as it finishes, so a run cut short
+    and started again with the same points and settings trains only what it had not finished.
     """
     from medsight.datasets.manifest import atomic_write_text
     from medsight.tasks.base import write_csv
@@ -266,15 +278,24 @@ def classify_lesions(points_csv: str | Path, out_dir: str | Path, scales: Sequen
                "classes": names, "scales": list(scales), "patch": patch, "mode": mode if points.coords.shape[1] == 3 else "2d",
                "epochs": epochs, "patch_seconds": round(time.perf_counter() - start, 1)}
     probs_multi = None
+    parts = out / "parts" / _settings_key(points_csv, images_root, scales, patch, epochs, mode, seed)
     for name, streams in (("single_scale", slice(middle * per_scale, (middle + 1) * per_scale)),
                           ("multi_scale", slice(None))):
-        t0 = time.perf_counter()
-        x = np.ascontiguousarray(patches[:, streams])
-        net = train_streams(x[train_idx], y[train_idx], len(names), epochs, seed=seed)
-        probs = predict_streams(net, x[val_idx])
-        results[name] = {**per_class_report(y[val_idx], probs, names), "streams": int(x.shape[1]),
-                         "scales": [scales[middle]] if name == "single_scale" else list(scales),
-                         "seconds": round(time.perf_counter() - t0, 1)}
+        part = parts / f"{name}.json"
+        if part.is_file():  # finished by an earlier run of the same points and settings: kept
+            stored = json.loads(part.read_text())
+            probs = np.asarray(stored.pop("validation_probabilities"))
+            results[name] = stored
+        else:
+            t0 = time.perf_counter()
+            x = np.ascontiguousarray(patches[:, streams])
+            net = train_streams(x[train_idx], y[train_idx], len(names), epochs, seed=seed)
+            probs = predict_streams(net, x[val_idx])
+            results[name] = {**per_class_report(y[val_idx], probs, names), "streams": int(x.shape[1]),
+                             "scales": [scales[middle]] if name == "single_scale" else list(scales),
+                             "seconds": round(time.perf_counter() - t0, 1)}
+            parts.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(part, json.dumps({**results[name], "validation_probabilities": probs.tolist()}))
         probs_multi = probs
         if not quiet:
             r = results[name]
