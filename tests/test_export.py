@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -42,10 +42,10 @@ def test_an_existing_folder_as_output_is_refused_and_a_failed_export_leaves_no_t
         api.export(run, folder, quiet=True)
     assert e.value.path == str(folder) and list(folder.iterdir()) == []
 
-    def refuse(self, target):
+    def refuse(source, target):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Path, "replace", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(OSError, match="No space left"):
         api.export(run, outputs / "m.onnx", quiet=True)
     assert [p.name for p in outputs.iterdir()] == ["existing"]

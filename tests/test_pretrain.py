@@ -1,6 +1,8 @@
 """`medsight pretrain` survives an interruption: its checkpoint, --resume, and the refusals around them."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -83,10 +85,10 @@ def test_bad_sizes_outputs_and_too_few_images_are_refused_before_any_work(six_im
 def test_a_failed_rename_leaves_no_temporary_encoder(tmp_path, monkeypatch):
     from medsight.nets.efficientnet import efficientnet_lite0
 
-    def refuse(self, target):
-        raise IsADirectoryError(21, "Is a directory", str(self), str(target))
+    def refuse(source, target):
+        raise IsADirectoryError(21, "Is a directory", str(source), str(target))
 
-    monkeypatch.setattr(pretraining.Path, "replace", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(IsADirectoryError):
         pretraining.save_encoder(efficientnet_lite0(num_classes=2, pretrained=False).backbone,
                                  tmp_path / "enc.safetensors", {})

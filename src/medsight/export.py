@@ -11,6 +11,7 @@ from medsight.planning.plan import load_plan, plan_hash
 from medsight.tasks import get_task
 from medsight.training.checkpoint import load_checkpoint
 from medsight.training.loop import FINAL
+from medsight.tempfiles import replaced_on_success
 
 
 class _EvalOutput(torch.nn.Module):
@@ -42,16 +43,11 @@ def export_onnx(run_dir: Path, output: Path | None = None, fold: int | str | Non
     model = _EvalOutput(model.eval())
     x, _ = task.example_batch({**plan, "batch_size": 1})
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
     spatial = {i + 2: f"d{i}" for i in range(x.dim() - 2)} if plan["task"] != "classification" else {}
-    try:
+    with replaced_on_success(output) as tmp:
         torch.onnx.export(model, (x,), str(tmp), input_names=["image"], output_names=["logits"], opset_version=17,
                           dynamic_axes={"image": {0: "batch", **spatial}, "logits": {0: "batch", **spatial}},
                           dynamo=False)
-        tmp.replace(output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     plan_out = output.with_suffix(".plan.json")
     plan_out.write_text(json.dumps({**plan, "exported_from": str(folds[0])}, indent=1))
     return output

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medsight.errors import InputError, positive
+from medsight.tempfiles import replaced_on_success
 
 ENCODER_FORMAT = "medsight-encoder-v1"
 ARCHITECTURE = "efficientnet_lite0"
@@ -203,13 +204,8 @@ def save_encoder(backbone: nn.Module, path: str | Path, info: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items() if not k.startswith("_fc")}
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with replaced_on_success(path) as tmp:
         save_file(state, str(tmp), metadata={"format": ENCODER_FORMAT, "architecture": ARCHITECTURE})
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     atomic_write_text(path.with_name(path.name + ".json"),
                       json.dumps({"format": ENCODER_FORMAT, "architecture": ARCHITECTURE, **info}, indent=1))
     return path

@@ -1,18 +1,42 @@
 """Temporary files of medsight's atomic writes, and the sweep of those a killed process leaves behind.
 
-Every file medsight writes atomically is first written beside its target under a hidden name holding
-``.tmp`` (``.checkpoint_latest.pt.k3x9.tmp``, ``.12.8273f0d5.tmp.png``, ``.0.k3x9.tmp.npy``), then renamed
-onto it. A ``kill -9`` between the two leaves the temporary file; Ctrl-C does not (the writers remove it).
+Every file medsight writes atomically goes through :func:`replaced_on_success`: it is first written beside its
+target under a hidden name holding ``.tmp`` (``.checkpoint_latest.pt.k3x9.tmp``, ``.12.8273f0d5.tmp.png``,
+``.0.k3x9.tmp.npy``), then renamed onto it. A ``kill -9`` between the two leaves the temporary file; Ctrl-C does not (the writers remove it).
 The stages that write into a folder sweep it when they start again.
 """
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 #: a hidden name with a ``.tmp`` part, last or before the extension the writer needs (numpy, PIL pick formats by it)
 TEMPORARY_NAME = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9]+)*$")
+
+
+@contextmanager
+def replaced_on_success(path: str | Path, ext: str = "") -> Iterator[Path]:
+    """A new hidden temporary file beside ``path`` to write; it becomes ``path`` when the block ends without an
+    error and is removed when it raises, so ``path`` appears complete or not at all.
+
+    Its name is ``.NAME.<random>.tmp`` with ``ext`` kept last (``.0.<random>.tmp.npy``) for writers that pick
+    the format by it: the name :func:`remove_stale_temporaries` knows.
+    """
+    path = Path(path)
+    stem = path.name[: len(path.name) - len(ext)] if ext and path.name.endswith(ext) else path.name
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=f".tmp{ext}")
+    os.close(fd)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def is_temporary(name: str) -> bool:

@@ -1,6 +1,7 @@
 """Checkpoints: atomic, loaded without unpickling code, tampered or foreign files refused."""
 from __future__ import annotations
 
+import os
 import pickle
 
 import pytest
@@ -37,10 +38,8 @@ def test_tampered_bytes_refused(tmp_path):
 def test_a_save_killed_between_its_renames_leaves_a_loadable_checkpoint(tmp_path, monkeypatch, dies_at_rename):
     """A process killed after any of the save's renames (checksum list, checkpoint, checksum) leaves a
     checkpoint that loads: the old one before the checkpoint's rename, the new one after it."""
-    import medsight.training.checkpoint as checkpoint
-
     path = save_checkpoint(tmp_path / "c.pt", {"epoch": 1}, plan_hash="abc")
-    real_replace, calls = checkpoint.os.replace, []
+    real_replace, calls = os.replace, []
 
     def dying_replace(src, dst):
         calls.append(dst)
@@ -48,10 +47,10 @@ def test_a_save_killed_between_its_renames_leaves_a_loadable_checkpoint(tmp_path
             raise KeyboardInterrupt  # stands for the kill: nothing after it runs
         real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", dying_replace)
+    monkeypatch.setattr(os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, {"epoch": 2}, plan_hash="abc")
-    monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     # renames: 1 the checksum list (new + old), 2 the checkpoint, 3 the checksum (new only)
     assert load_checkpoint(path, "abc")["epoch"] == (1 if dies_at_rename <= 2 else 2)
     raw = bytearray(path.read_bytes())
@@ -62,10 +61,8 @@ def test_a_save_killed_between_its_renames_leaves_a_loadable_checkpoint(tmp_path
 
 
 def test_two_saves_killed_before_the_checkpoint_rename_keep_the_checkpoint_loadable(tmp_path, monkeypatch):
-    import medsight.training.checkpoint as checkpoint
-
     path = save_checkpoint(tmp_path / "c.pt", {"epoch": 1}, plan_hash="abc")
-    real_replace = checkpoint.os.replace
+    real_replace = os.replace
     for epoch in (2, 3):  # each killed right after listing its digest: the file on disk stays epoch 1
         calls = []
 
@@ -75,10 +72,10 @@ def test_two_saves_killed_before_the_checkpoint_rename_keep_the_checkpoint_loada
                 raise KeyboardInterrupt
             real_replace(src, dst)
 
-        monkeypatch.setattr(checkpoint.os, "replace", dying_replace)
+        monkeypatch.setattr(os, "replace", dying_replace)
         with pytest.raises(KeyboardInterrupt):
             save_checkpoint(path, {"epoch": epoch}, plan_hash="abc")
-        monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+        monkeypatch.setattr(os, "replace", real_replace)
     assert load_checkpoint(path, "abc")["epoch"] == 1
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from medsight.errors import InputError
+from medsight.tempfiles import replaced_on_success
 
 MANIFEST_NAME = "manifest.json"
 TASKS = ("segmentation", "classification", "detection")
@@ -204,11 +203,5 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write text to ``path`` via a temp file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replaced_on_success(path) as tmp:
+        tmp.write_text(text)

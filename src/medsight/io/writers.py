@@ -1,8 +1,6 @@
 """``write_image``: write an ``Image`` by extension, atomically (temp file in the same folder, then rename)."""
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -10,6 +8,7 @@ from medsight.errors import InputError
 from medsight.io import arrays, nifti, raster, sitk_io
 from medsight.io.formats import image_extension
 from medsight.io.image import Image
+from medsight.tempfiles import replaced_on_success
 
 _WRITERS: dict[str, Callable[[Image, Path], None]] = {
     ".nrrd": sitk_io.write_sitk, ".mha": sitk_io.write_sitk,
@@ -18,11 +17,6 @@ _WRITERS: dict[str, Callable[[Image, Path], None]] = {
     ".gif": raster.write_raster, ".npy": arrays.write_npy, ".npz": arrays.write_npz,
 }
 WRITABLE_EXTENSIONS = (".nii.gz", ".nii") + tuple(_WRITERS)
-
-
-def _temporary_sibling(path: Path, ext: str) -> Path:
-    """A hidden temp name beside ``path`` that keeps its extension (libraries pick the format by it)."""
-    return path.with_name(f".{path.name[: len(path.name) - len(ext)]}.{uuid.uuid4().hex[:8]}.tmp{ext}")
 
 
 def write_image(image: Image, path: str | Path, reference: str | Path | None = None) -> Path:
@@ -44,15 +38,12 @@ def write_image(image: Image, path: str | Path, reference: str | Path | None = N
         raise InputError(f"cannot write images as {ext or path.suffix or 'a file without extension'!r}",
                          path=path, fix=fix)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary_sibling(path, ext)
     try:
-        if ext in (".nii.gz", ".nii"):
-            nifti.write_nifti(image, temporary, reference)
-        else:
-            _WRITERS[ext](image, temporary)
-        os.replace(temporary, path)
+        with replaced_on_success(path, ext) as temporary:  # the extension kept: libraries pick the format by it
+            if ext in (".nii.gz", ".nii"):
+                nifti.write_nifti(image, temporary, reference)
+            else:
+                _WRITERS[ext](image, temporary)
     except InputError as err:  # name the file the caller asked for, not the temp file
         raise InputError(err.problem, path=path, fix=err.fix) from None
-    finally:
-        temporary.unlink(missing_ok=True)
     return path

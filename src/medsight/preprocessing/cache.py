@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from medsight.datasets.manifest import Case, Manifest, atomic_write_text
 from medsight.parallel import parallel_map
 from medsight.preprocessing.pipeline import OPTIONAL_PREPROCESSING_KEYS, PREPROCESSING_KEYS, preprocess_image
 from medsight.tempfiles import remove_stale_temporaries
+from medsight.tempfiles import replaced_on_success
 
 MAX_LOCATIONS_PER_CLASS = 10000
 
@@ -43,14 +42,8 @@ def cache_dir(dataset_dir: str | Path, plan: dict) -> Path:
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """Save ``array`` to ``path`` via a temp file in the same folder and a rename (never a half-written file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npy")
-    os.close(fd)
-    try:
+    with replaced_on_success(path, ".npy") as tmp:
         np.save(tmp, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def class_locations(label: np.ndarray, max_per_class: int = MAX_LOCATIONS_PER_CLASS, seed: int = 0) -> dict[int, np.ndarray]:
@@ -84,10 +77,8 @@ def preprocess_case(case: Case, manifest: Manifest, plan: dict, out: Path) -> st
     if lab is not None:
         atomic_save_npy(out / f"{case.id}_seg.npy", lab.astype(np.int16))
         locs = class_locations(lab, seed=0)
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{case.id}_loc.", suffix=".tmp.npz")
-        os.close(fd)
-        np.savez(tmp, **{str(k): v for k, v in locs.items()})
-        os.replace(tmp, out / f"{case.id}_locations.npz")
+        with replaced_on_success(out / f"{case.id}_locations.npz", ".npz") as tmp:
+            np.savez(tmp, **{str(k): v for k, v in locs.items()})
     if manifest.task == "segmentation" and case.eval_mask:
         atomic_save_npy(out / f"{case.id}_eval.npy", _network_eval_mask(case.eval_mask, props, plan))
     props.update({"signature": sig, "id": case.id, "spacing": list(image.spacing)})

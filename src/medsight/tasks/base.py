@@ -16,6 +16,7 @@ from torch import nn
 
 from medsight.datasets.manifest import Manifest
 from medsight.preprocessing.cache import CachedCases
+from medsight.tempfiles import replaced_on_success
 
 
 class Task(ABC):
@@ -108,10 +109,8 @@ def as_tensor_batch(arrays: list[np.ndarray]) -> torch.Tensor:
 
 def write_csv(path: Path, rows: list[dict], fields: list[str]) -> Path:
     """Write ``rows`` as a CSV with columns ``fields``, atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with replaced_on_success(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    tmp.replace(path)
     return path

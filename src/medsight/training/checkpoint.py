@@ -6,8 +6,6 @@ epoch, RNG-free metadata) loaded with ``weights_only=True``, next to a ``.sha256
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import torch
 
 from medsight.datasets.manifest import atomic_write_text
 from medsight.errors import CheckpointError
+from medsight.tempfiles import replaced_on_success
 
 MAGIC = "medsight-checkpoint-v1"
 
@@ -39,18 +38,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], plan_hash: str) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     sum_path = _sum_path(path)
     payload = {"magic": MAGIC, "plan_hash": plan_hash, **state}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with replaced_on_success(path) as tmp:
         torch.save(payload, tmp)
-        digest = _sha256(Path(tmp))
+        digest = _sha256(tmp)
         listed = _listed_digests(sum_path)  # all of them: a save killed earlier may have left two
         atomic_write_text(sum_path, "\n".join([digest, *[d for d in listed if d != digest]]) + "\n")
-        os.replace(tmp, path)
-        atomic_write_text(sum_path, digest + "\n")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(sum_path, digest + "\n")
     return path
 
 
