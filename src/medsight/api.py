@@ -434,7 +434,7 @@ def evaluate(out_dir: str | Path, reference: str | Path, output: str | Path | No
     else:
         manifest = Manifest.load(reference)
     task = get_task(manifest.task)
-    metrics = task.evaluate(Path(out_dir), manifest, list(case_ids) if case_ids is not None else None)
+    metrics = task.evaluate(Path(out_dir), manifest, case_ids)
     # where the report finds the predictions and the reference images for its per-case figures
     metrics["sources"] = {"predictions": str(Path(out_dir).resolve()), "reference": str(Path(reference).resolve())}
     path = Path(output) if output else Path(out_dir) / "metrics.json"

@@ -29,13 +29,12 @@ def _fold(value: str) -> int | str:
 
 def _training_fold(value: str) -> int | str:
     """A fold to train: a number, 'all' (one model on every case) or 'every' (each fold in turn)."""
-    if value == "every":
-        return "every"
+    from medsight.api import training_fold
+
     try:
-        return _fold(value)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError("a fold is a number (0, 1, ...), 'all' (one model on every case) or "
-                                         "'every' (each fold in turn)") from None
+        return training_fold(value)
+    except MedsightError as e:
+        raise argparse.ArgumentTypeError(e.problem) from None
 
 
 def _positive_int(value: str) -> int:

@@ -224,7 +224,7 @@ def compare(dataset_dir: str | Path, out_dir: str | Path | None = None, budget_m
         from medsight.pretrain import load_encoder
 
         load_encoder(encoder)  # a missing or foreign file is refused before anything is written
-    fold_ids = list(range(len(manifest.splits))) if folds is None else [int(k) for k in folds]
+    fold_ids = list(range(len(manifest.splits))) if folds is None else folds
     _check_folds(manifest, fold_ids, dataset_dir)
     out = output_folder(out_dir if out_dir else Path(dataset_dir) / "compare")
     created = not out.exists()
