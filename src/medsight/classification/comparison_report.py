@@ -11,7 +11,7 @@ from medsight.datasets.manifest import atomic_write_text
 from medsight.tasks.base import write_csv
 
 TABLE_FIELDS = ["strategy", "auc", "auc_ci95_low", "auc_ci95_high", "mean_fold_auc", "seconds",
-                "p_value_vs_best", "recommended"]
+                "p_value_vs_best", "recommended", "auc_images_only"]
 
 
 def table_rows(report: dict) -> list[dict]:
@@ -23,7 +23,8 @@ def table_rows(report: dict) -> list[dict]:
         rows.append({"strategy": name, "auc": f"{s['auc']:.4f}", "auc_ci95_low": f"{s['auc_ci95'][0]:.4f}",
                      "auc_ci95_high": f"{s['auc_ci95'][1]:.4f}", "mean_fold_auc": f"{s['mean_fold_auc']:.4f}",
                      "seconds": f"{s['seconds']:.1f}", "p_value_vs_best": "" if p is None else f"{p:.4f}",
-                     "recommended": "yes" if name == advice["strategy"] else ""})
+                     "recommended": "yes" if name == advice["strategy"] else "",
+                     "auc_images_only": f"{s['auc_images_only']:.4f}" if "auc_images_only" in s else ""})
     return rows
 
 
@@ -66,6 +67,13 @@ def html_section(report: dict, y: np.ndarray, oof: dict[str, np.ndarray]) -> str
              f"<p>Images at {plan['side']} px; {plan['epochs']} epochs per trained strategy; budget "
              f"{plan['budget_minutes']} min. AUC of the pooled out-of-fold predictions with its stratified "
              "bootstrap 95% interval.</p>"]
+    covariates = report.get("covariates")
+    if covariates:
+        lo, hi = covariates["auc_alone_ci95"]
+        parts.append(f"<p>Clinical covariates ({html.escape(', '.join(covariates['kinds']))}) are fused into every "
+                     "strategy's probabilities as independent evidence (a logistic regression on them, fitted on "
+                     f"each training fold). The covariates alone: AUC {covariates['auc_alone']:.3f} "
+                     f"[{lo:.3f}, {hi:.3f}]; each strategy from its images alone: column auc_images_only.</p>")
     rows = table_rows(report)
     parts.append(_html_table([[r[f] for f in TABLE_FIELDS] for r in rows], TABLE_FIELDS))
     advice = report["recommendation"]

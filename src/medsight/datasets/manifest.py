@@ -42,6 +42,7 @@ class Case:
     eval_mask: str | None = None
     group: str | None = None  # patient id: cases of one group stay in one fold
     subset: str | None = None  # "train" / "val" when the source fixes a split
+    covariates: dict[str, Any] = field(default_factory=dict)  # clinical values beside the images (age, sex)
 
     def to_json(self) -> dict:
         """Plain dict without empty optional fields."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from pathlib import Path
 from typing import Iterator
@@ -59,6 +60,10 @@ class ClassificationTask(Task):
                              "at least two classes", path=manifest.source or None,
                              fix="import images of two or more labels")
         channels = int(fingerprint["num_channels"])
+        if manifest.extra.get("covariates"):
+            logging.getLogger("medsight.plan").warning(
+                f"{manifest.source or manifest.name}: covariates {', '.join(manifest.extra['covariates'])} are fused "
+                "by `medsight compare`; `train` and `predict` classify from the images alone")
         gpu = device.type == "cuda"
         if max(median) <= 64:
             budget = budget_minutes if budget_minutes is not None else self.default_budget_minutes[nd]

@@ -4,7 +4,9 @@ Columns are found by name (case-insensitive) unless given: image ``image|file|fi
 image_name|name``, label ``label|class|target|diagnosis|y``, optional group ``group|patient|patient_id|
 subject|subject_id``. A file cell may be a path relative to the image folder, a file name, or a name
 without extension. Class values: integer labels are kept, other values are sorted and numbered 0..K-1
-(their names kept as class names).
+(their names kept as class names). ``covariates`` (column names separated by commas, e.g. ``age,sex``) keeps
+clinical values beside each image (:mod:`medsight.classification.covariates`); an empty or ``nan`` cell is
+missing.
 """
 from __future__ import annotations
 
@@ -136,7 +138,7 @@ def _check_unique_cases(files: list[Path], line_numbers: list[int], csv_path: Pa
 
 def build(source: Path, task: str | None = None, csv: str | None = None, images_dir: str | None = None,
           image_column: str | None = None, label_column: str | None = None,
-          group_column: str | None = None) -> Manifest:
+          group_column: str | None = None, covariates: str | None = None) -> Manifest:
     """Manifest of image files labelled by a CSV (classification)."""
     if task not in (None, "classification"):
         raise InputError(f"a CSV of labels gives a classification task, not {task}", path=source)
@@ -150,6 +152,16 @@ def build(source: Path, task: str | None = None, csv: str | None = None, images_
     image_col = pick_column(header, image_column, IMAGE_COLUMNS, "image", csv_path, option="image_column")
     label_col = pick_column(header, label_column, LABEL_COLUMNS, "label", csv_path, option="label_column")
     group_col = pick_column(header, group_column, GROUP_COLUMNS, "group", csv_path, required=False)
+    from medsight.classification.covariates import parse_names, stored_rows
+
+    covariate_cols = parse_names(covariates)
+    for name in covariate_cols:
+        if name not in header:
+            raise InputError(f"has no column {name!r} (--option covariates=)", path=csv_path,
+                             fix=f"columns are {', '.join(header)}")
+        if name in (label_col, image_col):
+            raise InputError(f"covariate {name!r} is the {'label' if name == label_col else 'image'} column",
+                             path=csv_path, fix="name other columns")
     index = FileIndex(folder)
     files, missing = [], []
     for row in rows:
@@ -168,11 +180,14 @@ def build(source: Path, task: str | None = None, csv: str | None = None, images_
             raise InputError(problem, path=csv_path, fix="give every row a class, or leave the row out")
         raw.append(value)
     value_of, labels = class_labels(raw)
+    covariate_rows, kinds = stored_rows(covariate_cols, [{n: row[n] for n in covariate_cols} for row in rows],
+                                        [f"{csv_path} line {line}" for line in line_numbers], str(csv_path))
     cases = [Case(id=stem(path), images=[str(path.resolve())], label=value_of[value],
-                  group=(row[group_col].strip() or None) if group_col else None)
-             for path, value, row in zip(files, raw, rows)]
+                  group=(row[group_col].strip() or None) if group_col else None, covariates=covariate)
+             for path, value, row, covariate in zip(files, raw, rows, covariate_rows)]
     info = read_header(files[0])
     channels = channel_names_for(info.num_channels)
     return Manifest(name=folder.name, task="classification", dims=info.ndim, channels=channels, labels=labels,
                     cases=cases, modality=modality_map(channels),
-                    extra={"csv": str(csv_path), "label_column": label_col, "image_column": image_col})
+                    extra={"csv": str(csv_path), "label_column": label_col, "image_column": image_col,
+                           **({"covariates": kinds} if kinds else {})})

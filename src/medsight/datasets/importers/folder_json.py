@@ -3,6 +3,9 @@
 The label is read at a dotted key (``label_key="meta.clinical.benign_malignant"``, the default when the
 sidecars carry ISIC's ``meta.clinical``). An optional ``group_key`` (e.g. ``meta.clinical.patient_id``)
 fills ``Case.group``. Class values as in ``folder-csv``: strings sorted and numbered 0..K-1.
+``covariates`` (dotted keys separated by commas, e.g. ``meta.clinical.age_approx,meta.clinical.sex``) keeps
+clinical values beside each image (:mod:`medsight.classification.covariates`); a sidecar without one has it
+missing. Name no key that is derived from the label (ISIC's ``diagnosis`` or ``melanocytic``).
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ def detect(source: Path) -> bool:
 
 
 def build(source: Path, task: str | None = None, label_key: str | None = None,
-          group_key: str | None = None) -> Manifest:
+          group_key: str | None = None, covariates: str | None = None) -> Manifest:
     """Manifest of images labelled by JSON sidecars (classification)."""
     if task not in (None, "classification"):
         raise InputError(f"labels in JSON sidecars give a classification task, not {task}", path=source)
@@ -68,7 +71,12 @@ def build(source: Path, task: str | None = None, label_key: str | None = None,
             raise InputError("cannot tell which JSON key holds the label", path=sidecars[0],
                              fix="give --option label_key=KEY, e.g. label_key=meta.clinical.diagnosis")
         label_key = ISIC_LABEL_KEY
-    raw, groups = [], []
+    from medsight.classification.covariates import parse_names, stored_rows
+
+    covariate_keys = parse_names(covariates)
+    if label_key in covariate_keys:
+        raise InputError(f"covariate {label_key!r} is the label key: it would give the label away", path=source)
+    raw, groups, raw_covariates = [], [], []
     for sidecar in sidecars:
         data = _read_json(sidecar)
         value = lookup(data, label_key)
@@ -78,10 +86,12 @@ def build(source: Path, task: str | None = None, label_key: str | None = None,
         raw.append(str(value).strip())
         group = lookup(data, group_key) if group_key else _MISSING
         groups.append(None if group is _MISSING or group is None else str(group))
+        raw_covariates.append({k: v for k in covariate_keys if (v := lookup(data, k)) is not _MISSING})
+    covariate_rows, kinds = stored_rows(covariate_keys, raw_covariates, [str(p) for p in sidecars], str(source))
     value_of, labels = class_labels(raw)
-    cases = [Case(id=stem(p), images=[str(p.resolve())], label=value_of[v], group=g)
-             for p, v, g in zip(images, raw, groups)]
+    cases = [Case(id=stem(p), images=[str(p.resolve())], label=value_of[v], group=g, covariates=c)
+             for p, v, g, c in zip(images, raw, groups, covariate_rows)]
     info = read_header(images[0])
     channels = channel_names_for(info.num_channels)
     return Manifest(name=source.name, task="classification", dims=info.ndim, channels=channels, labels=labels,
-                    cases=cases, modality=modality_map(channels), extra={"label_key": label_key})
+                    cases=cases, modality=modality_map(channels), extra={"label_key": label_key, **({"covariates": kinds} if kinds else {})})

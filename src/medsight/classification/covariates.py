@@ -1,0 +1,183 @@
+"""Clinical covariates (age, sex, ...) beside the images of a classification dataset.
+
+A dataset imported with ``--option covariates=NAME,NAME`` keeps, per case, the value of each named
+covariate (``Case.covariates``; None where the source has none) and, in ``Manifest.extra["covariates"]``,
+each covariate's kind: ``numeric`` when every value given is a number, ``categorical`` otherwise.
+
+A covariate model is a logistic regression on the encoded covariates, fitted on a training fold only:
+numeric values standardised with the training fold's mean and deviation plus a column marking a missing
+value (which then counts as the mean), categorical values one-hot over the levels the training fold holds
+(a missing or unseen level is all zeros). Its probabilities join an image model's as independent evidence
+(:func:`fuse`): ``p(y | image, covariates) ~ p(y | image) p(y | covariates) / p(y)``, which needs no second
+model fitted on predictions (a network's predictions on its own training images are over-confident).
+On ISIC (age and sex, age missing for half of the images; 5-fold pooled out-of-fold AUC) the covariates
+alone gave 0.66, and fused with the images: frozen features 0.749 -> 0.776, fine-tuning 0.720 -> 0.767,
+self-supervised 0.743 -> 0.782.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from medsight.errors import InputError
+
+NUMERIC, CATEGORICAL = "numeric", "categorical"
+#: probabilities are clipped here before their logarithm
+_FLOOR = 1e-7
+
+
+def covariate_value(raw: Any) -> float | str | None:
+    """One source value as stored: a finite number, a non-empty text, or None (missing: empty, NaN, null).
+
+    Numbers written as text ("60", "1e3") become numbers, so a CSV and a JSON sidecar store alike.
+    Raises TypeError for a list or an object, which is not one value."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, (int, float)):
+        return float(raw) if math.isfinite(raw) else None
+    if isinstance(raw, str):
+        text = raw.strip()
+        if not text:
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return number if math.isfinite(number) else None
+    raise TypeError(f"{type(raw).__name__} is not a single value")
+
+
+def covariate_kinds(names: Sequence[str], rows: Sequence[dict[str, Any]], source: str | None = None) -> dict[str, str]:
+    """Each covariate's kind from the stored values of every case; a covariate with no value is refused
+    (``source``, the file or folder the values came from, names it in the message)."""
+    kinds = {}
+    for name in names:
+        given = [r.get(name) for r in rows if r.get(name) is not None]
+        if not given:
+            raise InputError(f"covariate {name!r} has no value in any case", path=source,
+                             fix="name a covariate the data holds")
+        kinds[name] = NUMERIC if all(isinstance(v, float) for v in given) else CATEGORICAL
+    return kinds
+
+
+def as_kind(value: float | str | None, kind: str) -> float | str | None:
+    """A stored value in its covariate's kind: a categorical covariate keeps numbers as their text."""
+    if value is None or kind == NUMERIC:
+        return value
+    return f"{value:g}" if isinstance(value, float) else value
+
+
+def parse_names(text: str | Sequence[str] | None, option: str = "covariates") -> list[str]:
+    """``"age,sex"`` (the importer option) or a list as covariate names; duplicates and blanks refused."""
+    if text is None:
+        return []
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
+    if not all(names):
+        raise InputError(f"--option {option}= holds an empty name ({text!r})", fix="give names separated by commas")
+    if len(set(names)) != len(names):
+        raise InputError(f"--option {option}= names a covariate twice ({text!r})")
+    return names
+
+
+@dataclass
+class CovariateEncoder:
+    """Covariate values -> a fixed-width numeric matrix, with statistics from the training cases only."""
+
+    kinds: dict[str, str]
+    means: dict[str, float] = field(default_factory=dict)
+    scales: dict[str, float] = field(default_factory=dict)
+    levels: dict[str, list[str]] = field(default_factory=dict)
+
+    def fit(self, rows: Sequence[dict[str, Any]]) -> "CovariateEncoder":
+        """Means and deviations of the numeric covariates, levels of the categorical ones."""
+        for name, kind in self.kinds.items():
+            values = [as_kind(r.get(name), kind) for r in rows]
+            given = [v for v in values if v is not None]
+            if kind == NUMERIC:
+                self.means[name] = float(np.mean(given)) if given else 0.0
+                scale = float(np.std(given)) if given else 0.0
+                self.scales[name] = scale if scale > 0 else 1.0
+            else:
+                self.levels[name] = sorted(set(given))
+        return self
+
+    def transform(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
+        """(cases, columns): per numeric covariate its standard score and a missing flag, per categorical
+        one column per training level."""
+        columns = []
+        for name, kind in self.kinds.items():
+            values = [as_kind(r.get(name), kind) for r in rows]
+            if kind == NUMERIC:
+                missing = np.array([v is None for v in values], dtype=float)
+                score = np.array([0.0 if v is None else (v - self.means[name]) / self.scales[name] for v in values])
+                columns += [score, missing]
+            else:
+                columns += [np.array([v == level for v in values], dtype=float) for level in self.levels[name]]
+        return np.stack(columns, 1) if columns else np.zeros((len(rows), 0))
+
+
+class CovariateModel:
+    """Class probabilities from the covariates alone: a logistic regression on the encoded values."""
+
+    def __init__(self, kinds: dict[str, str], n_classes: int, strength: float = 1.0) -> None:
+        self.encoder = CovariateEncoder(dict(kinds))
+        self.n_classes = n_classes
+        self.strength = strength
+        self.prior = np.full(n_classes, 1.0 / n_classes)
+        self._model = None
+
+    def fit(self, rows: Sequence[dict[str, Any]], labels: Iterable[int]) -> "CovariateModel":
+        """Fit on the training cases' covariates and labels (values 0..n_classes-1)."""
+        from sklearn.linear_model import LogisticRegression
+
+        labels = np.asarray(list(labels), dtype=int)
+        counts = np.bincount(labels, minlength=self.n_classes).astype(float)
+        self.prior = counts / counts.sum()
+        features = self.encoder.fit(rows).transform(rows)
+        self._model = None
+        if (counts > 0).sum() >= 2 and features.shape[1]:
+            self._model = LogisticRegression(C=self.strength, max_iter=2000).fit(features, labels)
+        return self
+
+    def predict_proba(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
+        """(cases, n_classes); a class the training cases lacked, or no model at all, gets the prior."""
+        out = np.tile(self.prior, (len(rows), 1))
+        if self._model is not None and len(rows):
+            out[:, self._model.classes_] = self._model.predict_proba(self.encoder.transform(rows))
+        return out
+
+
+def fuse(image_probs: np.ndarray, covariate_probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Image and covariate probabilities as independent evidence: proportional to their product over the
+    prior, renormalised per case. A class with prior 0 keeps the image's say alone."""
+    image_probs = np.asarray(image_probs, dtype=float)
+    prior = np.asarray(prior, dtype=float)
+    known = prior > 0
+    log = np.log(np.clip(image_probs, _FLOOR, 1.0))
+    log[:, known] += np.log(np.clip(covariate_probs[:, known], _FLOOR, 1.0)) - np.log(prior[known])
+    log -= log.max(1, keepdims=True)
+    fused = np.exp(log)
+    return fused / fused.sum(1, keepdims=True)
+
+
+def stored_rows(names: Sequence[str], raw_rows: Sequence[dict[str, Any]], places: Sequence[str],
+                source: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The importer's side: each case's raw values (a name absent from a case's dict is missing) as stored
+    values of their covariate's kind, and the kinds. ``places`` name each row's source for the message
+    (a file, or a CSV line); ``source`` the whole (a folder, a CSV)."""
+    rows = []
+    for raw, place in zip(raw_rows, places):
+        row = {}
+        for name in names:
+            try:
+                row[name] = covariate_value(raw.get(name))
+            except TypeError as e:
+                raise InputError(f"covariate {name!r} holds no single value ({e})", path=place) from None
+        rows.append(row)
+    kinds = covariate_kinds(names, rows, source)
+    return [{n: as_kind(r[n], kinds[n]) for n in names} for r in rows], kinds

@@ -1,0 +1,78 @@
+"""Clinical covariates: stored values, the encoder, the covariate model and the fusion, checked by hand."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from medsight.classification.covariates import (CATEGORICAL, NUMERIC, CovariateEncoder, CovariateModel, covariate_kinds,
+                                                covariate_value, fuse, parse_names, stored_rows)
+from medsight.errors import InputError
+
+
+def test_values_are_stored_as_numbers_texts_or_missing():
+    assert covariate_value(60) == 60.0 and covariate_value(" 60 ") == 60.0 and covariate_value("1e2") == 100.0
+    assert covariate_value(True) == 1.0
+    assert covariate_value("male") == "male"
+    for missing in (None, "", "  ", "nan", "NaN", float("nan"), math.inf):
+        assert covariate_value(missing) is None
+    with pytest.raises(TypeError):
+        covariate_value({"a": 1})
+    with pytest.raises(TypeError):
+        covariate_value([1, 2])
+
+
+def test_kinds_and_stored_rows():
+    rows, kinds = stored_rows(["age", "site", "grade"],
+                              [{"age": "60", "site": "back", "grade": 1}, {"age": None, "site": 3, "grade": "2"},
+                               {"site": "arm", "grade": 3}], ["a.json", "b.json", "c.json"], "folder")
+    assert kinds == {"age": NUMERIC, "site": CATEGORICAL, "grade": NUMERIC}
+    assert [r["age"] for r in rows] == [60.0, None, None]
+    assert [r["site"] for r in rows] == ["back", "3", "arm"]  # a number among texts is kept as its text
+    with pytest.raises(InputError, match="b.json: covariate 'age' holds no single value"):
+        stored_rows(["age"], [{"age": 1}, {"age": {"x": 1}}], ["a.json", "b.json"], "folder")
+    with pytest.raises(InputError, match="folder: covariate 'age' has no value in any case"):
+        covariate_kinds(["age"], [{"age": None}, {}], "folder")
+    assert parse_names("a, b") == ["a", "b"] and parse_names(None) == []
+    with pytest.raises(InputError, match="twice"):
+        parse_names("a,a")
+    with pytest.raises(InputError, match="empty name"):
+        parse_names("a,,b")
+
+
+def test_encoder_uses_the_training_cases_statistics():
+    enc = CovariateEncoder({"age": NUMERIC, "sex": CATEGORICAL}).fit(
+        [{"age": 40.0, "sex": "f"}, {"age": 60.0, "sex": "m"}, {"age": None, "sex": None}])
+    assert enc.means["age"] == 50.0 and enc.scales["age"] == 10.0 and enc.levels["sex"] == ["f", "m"]
+    x = enc.transform([{"age": 70.0, "sex": "m"}, {"age": None, "sex": "x"}, {}])
+    # columns: age score, age missing, sex=f, sex=m; a missing age counts as the mean, an unseen level as none
+    assert np.array_equal(x, [[2.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    constant = CovariateEncoder({"age": NUMERIC}).fit([{"age": 5.0}, {"age": 5.0}])
+    assert constant.scales["age"] == 1.0  # no division by a zero deviation
+
+
+def test_fuse_by_hand():
+    prior = np.array([0.75, 0.25])
+    # covariates that say what the prior says leave the image's probabilities as they were
+    image = np.array([[0.8, 0.2], [0.3, 0.7]])
+    assert np.allclose(fuse(image, np.tile(prior, (2, 1)), prior), image)
+    # p ~ image x covariates / prior: [0.5 * 0.9 / 0.75, 0.5 * 0.1 / 0.25] = [0.6, 0.2] -> [0.75, 0.25]
+    assert np.allclose(fuse(np.array([[0.5, 0.5]]), np.array([[0.9, 0.1]]), prior), [[0.75, 0.25]])
+    # a class the training cases lacked (prior 0) keeps the image's say
+    out = fuse(np.array([[0.2, 0.3, 0.5]]), np.array([[0.5, 0.5, 0.0]]), np.array([0.5, 0.5, 0.0]))
+    assert np.allclose(out, [[0.2, 0.3, 0.5]])
+
+
+def test_covariate_model_learns_and_falls_back_to_the_prior():
+    rows = [{"age": float(a)} for a in (20, 25, 30, 35, 60, 65, 70, 75)]
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    model = CovariateModel({"age": NUMERIC}, 2).fit(rows, labels)
+    probs = model.predict_proba([{"age": 22.0}, {"age": 73.0}, {"age": None}])
+    assert probs[0, 1] < 0.3 and probs[1, 1] > 0.7 and abs(probs[2, 1] - 0.5) < 0.05
+    assert np.allclose(probs.sum(1), 1)
+    one_class = CovariateModel({"age": NUMERIC}, 3).fit(rows[:4], [2, 2, 2, 2])
+    assert np.allclose(one_class.predict_proba(rows[:2]), [[0, 0, 1], [0, 0, 1]])
+    partial = CovariateModel({"age": NUMERIC}, 3).fit(rows, [0, 0, 0, 0, 2, 2, 2, 2])  # class 1 never seen
+    p = partial.predict_proba([{"age": 70.0}])
+    assert p[0, 1] == 0 and p[0, 2] > 0.7 and np.isclose(p.sum(), 1)
