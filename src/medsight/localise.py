@@ -4,7 +4,9 @@ For each fold, a slice classifier (:mod:`medsight.detection.slice_localisation`)
 volumes which slices, along each axis, hold the structure (a region of the dataset, some label values, or
 any foreground); each held-out volume then gets the box bounded by the longest positive run per axis.
 Scored per case by box IoU against the reference mask's bounding box, and the distance of each face.
-Outputs in OUT_DIR: ``boxes.csv`` (case, predicted and true box, IoU) and ``localise.json``.
+Outputs in OUT_DIR: ``boxes.csv`` (case, predicted and true box, IoU) and ``localise.json``. Each finished
+fold is kept in ``OUT_DIR/parts/<settings>/fold_K.json``, so a run cut short and started again with the same
+dataset and settings trains only the folds it had not finished.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from medsight.datasets.manifest import Manifest, atomic_write_text
-from medsight.errors import InputError
+from medsight.datasets.manifest import MANIFEST_NAME, Manifest, atomic_write_text
+from medsight.errors import InputError, as_list, output_folder, positive
 
 
 def structure_values(manifest: Manifest, structure: str | None) -> tuple[str, list[int]]:
@@ -63,17 +65,35 @@ def localise(dataset_dir: str | Path, out_dir: str | Path, structure: str | None
                                                        train_slice_classifier)
     from medsight.evaluation.detection import box_iou
 
+    positive(epochs, "epochs", integer=True, minimum=1)
+    positive(side, "side", integer=True, minimum=8)
+    out = output_folder(out_dir)
     manifest = Manifest.load(dataset_dir)
     if manifest.task != "segmentation" or manifest.dims != 3:
         raise InputError(f"slice localisation needs 3D volumes with masks, this dataset is {manifest.dims}D "
                          f"{manifest.task}", path=dataset_dir)
     if not manifest.splits:
         raise InputError("the dataset has no folds", path=dataset_dir, fix="import it again with --folds N")
+    folds = list(range(len(manifest.splits))) if folds is None else as_list(folds, "folds")
+    unknown = [k for k in folds if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(manifest.splits)]
+    if unknown or not folds:
+        raise InputError(f"no fold {unknown[0]!r} in this dataset" if unknown else "no folds to run", path=dataset_dir,
+                         fix=f"use fold numbers 0..{len(manifest.splits) - 1}")
     name, values = structure_values(manifest, structure)
     start = time.perf_counter()
     data = _load(manifest, values)
+    parts = out / "parts" / _settings_key(dataset_dir, values, epochs, side, seed)
     rows, per_fold = [], []
-    for k in (range(len(manifest.splits)) if folds is None else folds):
+    for k in folds:
+        part = parts / f"fold_{k}.json"
+        if part.is_file():  # finished by an earlier run of the same dataset and settings: kept
+            stored = json.loads(part.read_text())
+            rows += stored["cases"]
+            per_fold.append(stored["fold"])
+            if not quiet:
+                print(f"fold {k}: kept from {part}", flush=True)
+            continue
+        fold_rows = []
         train_ids, val_ids = manifest.splits[k]["train"], manifest.splits[k]["val"]
         t0 = time.perf_counter()
         slices = np.concatenate([axis_slices(data[c][0], a, side) for c in train_ids for a in range(3)])
@@ -84,19 +104,22 @@ def localise(dataset_dir: str | Path, out_dir: str | Path, structure: str | None
             box, _ = predict_box(model, data[cid][0], side)
             truth = mask_box(data[cid][1])
             iou = float(box_iou(box[None], truth[None])[0, 0]) if truth is not None else None
-            rows.append({"case": cid, "fold": k, "box": box.tolist(),
-                         "true_box": truth.tolist() if truth is not None else None, "iou": iou,
-                         "face_error_voxels": (np.abs(box - truth).tolist() if truth is not None else None)})
+            fold_rows.append({"case": cid, "fold": k, "box": box.tolist(),
+                              "true_box": truth.tolist() if truth is not None else None, "iou": iou,
+                              "face_error_voxels": (np.abs(box - truth).tolist() if truth is not None else None)})
             if not quiet:
                 print(f"fold {k} {cid}: box IoU {iou if iou is None else round(iou, 3)}", flush=True)
-        per_fold.append({"fold": k, "train_cases": len(train_ids), "train_slices": int(len(slices)),
-                         "positive_slices": int(labels.sum()), "train_seconds": round(train_s, 1)})
+        fold_info = {"fold": k, "train_cases": len(train_ids), "train_slices": int(len(slices)),
+                     "positive_slices": int(labels.sum()), "train_seconds": round(train_s, 1)}
+        parts.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(part, json.dumps({"cases": fold_rows, "fold": fold_info}))
+        rows += fold_rows
+        per_fold.append(fold_info)
     ious = [r["iou"] for r in rows if r["iou"] is not None]
     result = {"structure": name, "label_values": values, "epochs": epochs, "side": side,
               "mean_iou": float(np.mean(ious)) if ious else None,
               "median_iou": float(np.median(ious)) if ious else None, "cases": rows, "folds": per_fold,
               "seconds": round(time.perf_counter() - start, 1)}
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["case,fold,x0,y0,z0,x1,y1,z1,true_x0,true_y0,true_z0,true_x1,true_y1,true_z1,iou"]
     for r in rows:
@@ -108,3 +131,12 @@ def localise(dataset_dir: str | Path, out_dir: str | Path, structure: str | None
     if not quiet:
         print(f"{name}: mean box IoU {result['mean_iou']} over {len(ious)} held-out case(s); {out / 'boxes.csv'}")
     return result
+
+
+def _settings_key(dataset_dir: str | Path, values: list[int], epochs: int, side: int, seed: int) -> str:
+    """Folder name of what a finished fold depends on: the dataset's manifest bytes and the settings."""
+    import hashlib
+
+    h = hashlib.sha1((Path(dataset_dir) / MANIFEST_NAME).read_bytes())
+    h.update(json.dumps([values, epochs, side, seed]).encode())
+    return h.hexdigest()[:12]

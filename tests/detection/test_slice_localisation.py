@@ -47,6 +47,17 @@ def test_localise_command_on_brats_crops(shared_data, tmp_path):
         box = [int(row[k]) for k in ("x0", "y0", "z0", "x1", "y1", "z1")]
         assert all(lo < hi for lo, hi in zip(box[:3], box[3:])) and box[3:] <= [40, 40, 24]
         assert 0.0 <= float(row["iou"]) <= 1.0
+    # each finished fold is kept: the same command again trains nothing and writes the same boxes
+    parts = sorted(p.name for p in out.glob("parts/*/fold_*.json"))
+    assert parts == ["fold_0.json", "fold_1.json"]
+    again = subprocess.run(r.args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("kept from") == 2, again.stderr
+    assert list(csv.DictReader((out / "boxes.csv").open())) == rows
     bad = subprocess.run([sys.executable, "-m", "medsight", "localise", str(ds), "-o", str(tmp_path / "x"),
                           "--structure", "nonsense"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "nonsense" in bad.stderr and not (tmp_path / "x").exists()
+    for args, problem in ((["--folds", "7"], "no fold 7 in this dataset"), (["--epochs", "0"], "epochs"),
+                          (["--side", "2"], "side")):
+        bad = subprocess.run([sys.executable, "-m", "medsight", "localise", str(ds), "-o", str(tmp_path / "x"), *args],
+                             capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and problem in bad.stderr and not (tmp_path / "x").exists(), bad.stderr
