@@ -186,4 +186,6 @@ def test_compare_fuses_clinical_covariates(shared_data, tmp_path):
     with open(tmp_path / "fused" / "compare.csv", newline="") as f:
         row = next(csv.DictReader(f))
     assert float(row["auc_images_only"]) == pytest.approx(plain["strategies"]["frozen"]["auc"], abs=1e-4)
+    assert 0 <= float(row["p_value_covariates"]) <= 1 and row["p_value_covariates"] == \
+        f"{fused['strategies']['frozen']['p_value_covariates']:.4f}"
     assert "Clinical covariates" in (tmp_path / "fused" / "compare.html").read_text()

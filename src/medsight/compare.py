@@ -344,11 +344,11 @@ def _compare(manifest: Manifest, dataset_dir, out: Path, budget_minutes: float, 
     names = list(oof)
     summaries = {s: {**strategy_summary(y[covered], oof[s][covered], fold_of_case[covered], seed=seed),
                      "seconds": round(seconds[s], 1)} for s in names}
-    if images_only is not None:
-        from medsight.evaluation.classification import roc_auc
-
+    if images_only is not None:  # each strategy against itself without the covariates, paired case by case
         for s in names:
-            summaries[s]["auc_images_only"] = roc_auc(y[covered], images_only[s][covered])
+            test = paired_tests(y[covered], {"fused": oof[s][covered], "images": images_only[s][covered]}, seed=seed)[0]
+            summaries[s]["auc_images_only"] = test["auc_b"]
+            summaries[s]["p_value_covariates"] = test["p_value"]
     if ENSEMBLE in summaries:
         summaries[ENSEMBLE]["members"] = pretrained
     tests = paired_tests(y[covered], {s: oof[s][covered] for s in names}, seed=seed) if len(names) > 1 else []

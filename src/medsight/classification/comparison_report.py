@@ -11,7 +11,7 @@ from medsight.datasets.manifest import atomic_write_text
 from medsight.tasks.base import write_csv
 
 TABLE_FIELDS = ["strategy", "auc", "auc_ci95_low", "auc_ci95_high", "mean_fold_auc", "seconds",
-                "p_value_vs_best", "recommended", "auc_images_only"]
+                "p_value_vs_best", "recommended", "auc_images_only", "p_value_covariates"]
 
 
 def table_rows(report: dict) -> list[dict]:
@@ -24,7 +24,8 @@ def table_rows(report: dict) -> list[dict]:
                      "auc_ci95_high": f"{s['auc_ci95'][1]:.4f}", "mean_fold_auc": f"{s['mean_fold_auc']:.4f}",
                      "seconds": f"{s['seconds']:.1f}", "p_value_vs_best": "" if p is None else f"{p:.4f}",
                      "recommended": "yes" if name == advice["strategy"] else "",
-                     "auc_images_only": f"{s['auc_images_only']:.4f}" if "auc_images_only" in s else ""})
+                     "auc_images_only": f"{s['auc_images_only']:.4f}" if "auc_images_only" in s else "",
+                     "p_value_covariates": f"{s['p_value_covariates']:.4f}" if "p_value_covariates" in s else ""})
     return rows
 
 
@@ -73,7 +74,8 @@ def html_section(report: dict, y: np.ndarray, oof: dict[str, np.ndarray]) -> str
         parts.append(f"<p>Clinical covariates ({html.escape(', '.join(covariates['kinds']))}) are fused into every "
                      "strategy's probabilities as independent evidence (a logistic regression on them, fitted on "
                      f"each training fold). The covariates alone: AUC {covariates['auc_alone']:.3f} "
-                     f"[{lo:.3f}, {hi:.3f}]; each strategy from its images alone: column auc_images_only.</p>")
+                     f"[{lo:.3f}, {hi:.3f}]; each strategy from its images alone: column auc_images_only, and the "
+                     "paired test of the strategy with against without them: p_value_covariates.</p>")
     rows = table_rows(report)
     parts.append(_html_table([[r[f] for f in TABLE_FIELDS] for r in rows], TABLE_FIELDS))
     advice = report["recommendation"]
