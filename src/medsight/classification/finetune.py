@@ -97,8 +97,11 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, c
 
         decay = 1.0 - 1.0 / max(2, steps_per_epoch)
         average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    from medsight.progress import progress
+
     start, step = time.perf_counter(), 0
-    for epoch in range(config.epochs):
+    start_from = config.init if config.init in ("imagenet", "random") else "own encoder"
+    for epoch in progress(range(config.epochs), desc=f"training ({start_from})", unit="epoch", leave=False):
         order = rng.permutation(n)
         for s in range(steps_per_epoch):
             opened = trainable_units(epoch + s / steps_per_epoch, config.epochs, len(units), config.unfreeze_fraction)

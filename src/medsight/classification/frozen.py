@@ -35,9 +35,11 @@ def extract_features(model: EfficientNetLite0, images: np.ndarray, orientation_f
                      batch: int = 32, texture: bool = False) -> np.ndarray:
     """Pooled features of uint8 images, averaged over the test-time views: (N, 112 + 320 + 1280) channel
     means, or with ``texture`` (N, 2 x (40 + 112 + 320 + 1280)) channel means and standard deviations."""
+    from medsight.progress import progress
+
     model.eval()
     out = []
-    for i in range(0, len(images), batch):
+    for i in progress(range(0, len(images), batch), desc="frozen features", unit="batch", leave=False):
         x = as_network_input(images[i:i + batch])
         views = []
         for v in dihedral_variants(x, orientation_free):
