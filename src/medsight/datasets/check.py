@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 from medsight.progress import progress as progress_bar
 
+from medsight.datasets.loading import mask_channel
 from medsight.datasets.manifest import Case, Manifest
 from medsight.errors import InputError, MedsightError
 from medsight.io import is_array_ref, parse_array_ref, read_header, read_image
@@ -44,10 +45,14 @@ class CheckSpec:
     channels: tuple[str, ...]
 
 
-def _describe(image: Any) -> str:
+def _describe(image: Any, other: Any = None) -> str:
+    """Shape, spacing and origin of ``image``; its direction too when it differs from ``other``'s."""
     spacing = tuple(round(s, 4) for s in image.spacing)
     origin = tuple(round(o, 3) for o in image.origin)
-    return f"shape {image.spatial_shape} spacing {spacing} origin {origin}"
+    text = f"shape {image.spatial_shape} spacing {spacing} origin {origin}"
+    if other is not None and not np.allclose(image.direction, other.direction, atol=1e-3):
+        text += f" direction {np.round(image.direction, 3).tolist()}"
+    return text
 
 
 def _read(ref: str):
@@ -130,7 +135,8 @@ def check_case(case: Case, spec: CheckSpec) -> CaseFacts:
         if first is None:
             first = image
         elif not image.same_geometry(first):
-            raise InputError(f"channel file has {_describe(image)} but {first_ref} has {_describe(first)}", path=ref,
+            raise InputError(f"channel file has {_describe(image, first)} but {first_ref} has "
+                             f"{_describe(first, image)}", path=ref,
                              fix="resample the channels of a case onto one grid")
         image.array = image.array[:0]  # keep the geometry (shape, spacing...), free the voxels
     if first.ndim != spec.dims:
@@ -152,17 +158,13 @@ def check_case(case: Case, spec: CheckSpec) -> CaseFacts:
 def _check_mask(ref: str, image: Any, image_ref: str, what: str) -> dict[int, int]:
     """Check a mask against its image; {value: voxel count}."""
     mask = _read(ref)
-    array = mask.array
-    if len(array) > 1:  # an RGB(A) mask that repeats one value per channel reads as its first channel
-        if any(not np.array_equal(array[0], array[c]) for c in range(1, len(array))):
-            raise InputError(f"{what} has {len(array)} different channels; a mask needs one", path=ref,
-                             fix="save it as a single-channel (grey) image")
-        array = array[:1]
+    array = mask_channel(mask.array, ref, what)  # an RGB(A) mask repeating one value per channel: its first
     if mask.spatial_shape != image.spatial_shape:
         raise InputError(f"{what} has shape {mask.spatial_shape} but image {image_ref} has {image.spatial_shape}",
                          path=ref)
     if not mask.same_geometry(image):
-        raise InputError(f"{what} has {_describe(mask)} but image {image_ref} has {_describe(image)}", path=ref,
+        raise InputError(f"{what} has {_describe(mask, image)} but image {image_ref} has {_describe(image, mask)}",
+                         path=ref,
                          fix="write the mask with its image's header")
     _check_finite(array, ref)
     values, counts = np.unique(array, return_counts=True)

@@ -10,6 +10,7 @@ import numpy as np
 from medsight.datasets.manifest import Case, Manifest
 from medsight.errors import InputError
 from medsight.io import Image, read_image
+from medsight.io.formats import format_family
 
 
 def read_case_image(case: Case, manifest: Manifest | None = None) -> Image:
@@ -35,6 +36,20 @@ def map_label_values(array: np.ndarray, mapping: dict[str, int]) -> np.ndarray:
     return out
 
 
+def mask_channel(array: np.ndarray, ref: str, what: str = "label") -> np.ndarray:
+    """The one channel of a mask (1, *spatial): an RGB(A) raster whose channels repeat one value reads as
+    its first; several volumes in a NIfTI/NRRD (a 4D mask) or differing colour channels are refused."""
+    if array.shape[0] == 1:
+        return array
+    if format_family(str(ref).split("::")[0]) != "raster":
+        raise InputError(f"{what} holds {array.shape[0]} volumes (a 4D or vector image); a mask is one "
+                         f"{array.ndim - 1}D volume", path=ref, fix="save the mask as a single 2D/3D volume")
+    if any(not np.array_equal(array[0], array[c]) for c in range(1, array.shape[0])):
+        raise InputError(f"{what} has {array.shape[0]} different channels; a mask needs one", path=ref,
+                         fix="save it as a single-channel (grey) image")
+    return array[:1]
+
+
 def read_case_label(case: Case, manifest: Manifest, reference: Image | None = None) -> Image | None:
     """The segmentation mask of ``case`` as a (1, *spatial) int16 Image with values mapped, or None.
 
@@ -43,12 +58,7 @@ def read_case_label(case: Case, manifest: Manifest, reference: Image | None = No
     if manifest.task != "segmentation" or case.label is None:
         return None
     lbl = read_image(case.label)
-    arr = lbl.array
-    if arr.shape[0] > 1:  # an RGB(A) or palette mask that repeats one value per channel
-        if not all(np.array_equal(arr[0], arr[c]) for c in range(1, arr.shape[0])):
-            raise InputError(f"label has {arr.shape[0]} different channels; a label must be one channel",
-                             path=case.label)
-        arr = arr[:1]
+    arr = mask_channel(lbl.array, case.label)
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise InputError("label holds non-integer values", path=case.label, fix="labels must be integer class values")

@@ -129,12 +129,61 @@ def _choose_series(folder: Path, series_uid: str | None) -> DicomSeries:
     return series[0]
 
 
+#: a slice step that differs from the series' median step by more than this share is a gap or uneven spacing
+SLICE_STEP_TOLERANCE = 0.1
+
+
+def _slice_positions(files: tuple[str, ...]) -> np.ndarray | None:
+    """Each file's position along the slice normal (mm), or None when a header lacks position/orientation."""
+    positions = []
+    for name in files:
+        try:
+            ds = pydicom.dcmread(name, stop_before_pixels=True,
+                                 specific_tags=["ImagePositionPatient", "ImageOrientationPatient"])
+            position = np.asarray([float(v) for v in ds.ImagePositionPatient])
+            orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient])
+        except Exception:  # noqa: BLE001 - missing or malformed tags: GDCM's order and spacing stand
+            return None
+        if position.shape != (3,) or orientation.shape != (6,):
+            return None
+        positions.append(position @ np.cross(orientation[:3], orientation[3:]))
+    return np.asarray(positions)
+
+
+def check_slice_spacing(folder: Path, series: DicomSeries) -> None:
+    """Refuse a series whose slices are not evenly spaced (a missing slice, or mixed slice steps): read onto
+    one regular grid, every slice beyond the gap would sit at the wrong position."""
+    if series.num_files < 3:
+        return
+    positions = _slice_positions(series.files)
+    if positions is None:
+        return
+    steps = np.abs(np.diff(positions))
+    median = float(np.median(steps))
+    if median <= 0:
+        i = int(np.argmin(steps))
+        raise InputError(f"series {series.uid}: {Path(series.files[i]).name} and {Path(series.files[i + 1]).name} "
+                         "lie at the same slice position (duplicate slices, or several volumes in one series)",
+                         path=folder, fix="keep one file per slice position")
+    uneven = np.flatnonzero(np.abs(steps - median) > SLICE_STEP_TOLERANCE * median)
+    if uneven.size:
+        i = int(uneven[np.argmax(np.abs(steps[uneven] - median))])
+        missing = steps[i] / median - 1
+        gap = missing > 0.5 and abs(missing - round(missing)) < 0.2
+        what = f"about {round(missing)} slice(s) missing" if gap else "uneven slice spacing"
+        raise InputError(f"series {series.uid}: {what}: {steps[i]:.4g} mm between {Path(series.files[i]).name} and "
+                         f"{Path(series.files[i + 1]).name}, {median:.4g} mm between most slices "
+                         f"({uneven.size} uneven step(s) in {series.num_files} slices)", path=folder,
+                         fix="add the missing slices" if gap else "resample the series onto evenly spaced slices")
+
+
 def read_series(folder: str | Path, series_uid: str | None = None) -> Image:
     """Read one DICOM series of ``folder`` as a 3D (x, y, z) image; ``series_uid`` picks among several."""
     import SimpleITK as sitk
 
     folder = _folder(folder)
     chosen = _choose_series(folder, series_uid)
+    check_slice_spacing(folder, chosen)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(chosen.files))
     try:
@@ -150,6 +199,7 @@ def read_series_info(folder: str | Path, series_uid: str | None = None) -> Image
     """Geometry of a series from the headers of its first and last files (slice step from their positions)."""
     folder = _folder(folder)
     chosen = _choose_series(folder, series_uid)
+    check_slice_spacing(folder, chosen)
     first = read_sitk_info(Path(chosen.files[0]), image_io="GDCMImageIO")
     last = read_sitk_info(Path(chosen.files[-1]), image_io="GDCMImageIO")
     count = chosen.num_files

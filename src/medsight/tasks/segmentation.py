@@ -50,6 +50,19 @@ MIRROR_SYMMETRY = 0.6
 CANONICAL_ROTATION_2D = 0.2618
 
 
+#: inputs whose format cannot hold a predicted mask: JPEG is lossy (label values change at edges), .mhd and
+#: .nhdr need a second data file; any other format medsight cannot write (a DICOM series or file) -> NIfTI
+MASK_EXTENSIONS = {".jpg": ".png", ".jpeg": ".png", ".mhd": ".mha", ".nhdr": ".nrrd"}
+
+
+def mask_extension(extension: str) -> str:
+    """The extension a predicted mask is written with: the input's, unless that format cannot hold it exactly."""
+    from medsight.io.writers import WRITABLE_EXTENSIONS
+
+    extension = MASK_EXTENSIONS.get(extension.lower(), extension.lower())
+    return extension if extension in WRITABLE_EXTENSIONS else ".nii.gz"
+
+
 def canonical_view_2d(nd: int, layout: dict | None) -> bool:
     """Whether a set is 2D anatomy in a canonical view: its foreground layout (``planning/layout.py``) is at
     least :data:`CONSISTENT_LAYOUT` consistent across cases."""
@@ -421,8 +434,8 @@ class SegmentationTask(Task):
         return self._sliding(models, array, plan, device, "probabilities", mirror=True)
 
     def write_case(self, result: dict, out_dir: Path, plan: dict, decisions: dict) -> list[dict]:
-        """The mask as ``<case><input extension>`` in the input's geometry (and probabilities if asked);
-        returns the case's rows of ``volumes.csv``."""
+        """The mask as ``<case><input extension>`` (see ``mask_extension``) in the input's geometry (and
+        probabilities if asked); returns the case's rows of ``volumes.csv``."""
         from medsight.io import write_image
         from medsight.preprocessing.pipeline import restore_prediction
 
@@ -438,7 +451,8 @@ class SegmentationTask(Task):
                              size_unit(plan, img.spatial_shape, img.spacing), structure_mask)
         dtype = np.uint8 if max(values) < 256 else np.uint16
         write_image(img.with_array(label[None].astype(dtype), channel_names=["label"]),
-                    out_dir / f"{result['case']}{result['extension']}", reference=result.get("source"))
+                    out_dir / f"{result['case']}{mask_extension(result['extension'])}",
+                    reference=result.get("source"))
         if result.get("save_probabilities"):
             (out_dir / "probabilities").mkdir(exist_ok=True)
             extra = {"regions": np.array(list(plan["regions"]))} if region_training(plan) else {}

@@ -5,7 +5,8 @@ Patterns are ``fnmatch`` globs on file names (``Flair*``, ``*_t1ce.nii.gz``), gi
 file names every case folder shares are used (the folder's own name replaced by ``*``, so
 ``BraTS20_001/BraTS20_001_flair.nii.gz`` gives ``*_flair.nii.gz``): the file whose name says label / seg /
 OT / gt / truth / annotation is the label, brain masks and ROI files are ignored, the rest are channels,
-named by their first name token (``Flair_subtrMeanDivStd.nii.gz`` -> ``Flair``).
+named by their first name token (``Flair_subtrMeanDivStd.nii.gz`` -> ``Flair``). A file that holds several
+volumes (a 4D NIfTI) gives one channel per volume, ``<name>_0``, ``<name>_1``, ...
 """
 from __future__ import annotations
 
@@ -102,7 +103,10 @@ def build(source: Path, task: str | None = None, channel_patterns: str | dict | 
         images = [str(_one_file(folder, pattern, f"channel {name}")) for name, pattern in patterns.items()]
         cases.append(Case(id=folder.name, images=images, label=str(_one_file(folder, label_pattern, "label"))))
     info = read_header(cases[0].images[0])
-    channels = list(patterns)
+    channels = []  # a file holding several volumes (a 4D NIfTI of FLAIR + T1c) gives one channel per volume
+    for name, ref in zip(patterns, cases[0].images):
+        count = (info if ref == cases[0].images[0] else read_header(ref)).num_channels
+        channels += [name] if count == 1 else [f"{name}_{k}" for k in range(count)]
     mapping = parse_int_map(label_map, "--label-map")
     return Manifest(name=source.name, task="segmentation", dims=info.ndim, channels=channels,
                     labels=labels_from_mapping(mapping) if mapping else {}, cases=cases, label_mapping=mapping,
