@@ -34,11 +34,23 @@ def test_kinds_and_stored_rows():
         stored_rows(["age"], [{"age": 1}, {"age": {"x": 1}}], ["a.json", "b.json"], "folder")
     with pytest.raises(InputError, match="folder: covariate 'age' has no value in any case"):
         covariate_kinds(["age"], [{"age": None}, {}], "folder")
-    assert parse_names("a, b") == ["a", "b"] and parse_names(None) == []
+    assert parse_names("a, b") == {"a": None, "b": None} and parse_names(None) == {}
+    assert parse_names("age,site:categorical") == {"age": None, "site": CATEGORICAL}
+    with pytest.raises(InputError, match="declares 'site' as 'ordinal'"):
+        parse_names("site:ordinal")
     with pytest.raises(InputError, match="twice"):
         parse_names("a,a")
     with pytest.raises(InputError, match="empty name"):
         parse_names("a,,b")
+
+
+def test_declared_kinds():
+    raw = [{"site": "1", "age": "60"}, {"site": 3, "age": "unknown"}]
+    rows, kinds = stored_rows({"site": CATEGORICAL, "age": None}, raw, ["a", "b"], "labels.csv")
+    assert kinds == {"site": CATEGORICAL, "age": CATEGORICAL}  # codes kept apart; a text among numbers
+    assert [r["site"] for r in rows] == ["1", "3"]
+    with pytest.raises(InputError, match="labels.csv: covariate 'age' is declared numeric but holds 'unknown'"):
+        stored_rows({"age": NUMERIC}, raw, ["a", "b"], "labels.csv")
 
 
 def test_encoder_uses_the_training_cases_statistics():

@@ -189,6 +189,9 @@ def test_csv_covariates(isic: Path, tmp_path: Path):
     m = import_dataset(isic, tmp_path / "ds", format="folder-csv", csv=str(csv_path), covariates="age,site",
                        progress=False)
     assert m.extra["covariates"] == {"age": "numeric", "site": "categorical"}
+    coded = import_dataset(isic, tmp_path / "coded", format="folder-csv", csv=str(csv_path),
+                           covariates="age:categorical,site", progress=False)
+    assert coded.extra["covariates"]["age"] == "categorical" and coded.cases[0].covariates["age"] == "63"
     assert [c.covariates["age"] for c in m.cases[:4]] == [63.0, None, None, 41.5]
     assert [c.covariates["site"] for c in m.cases[:2]] == ["arm", "back"]
     with pytest.raises(InputError, match=r"labels.csv: has no column 'weight'"):

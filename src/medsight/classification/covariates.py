@@ -2,7 +2,8 @@
 
 A dataset imported with ``--option covariates=NAME,NAME`` keeps, per case, the value of each named
 covariate (``Case.covariates``; None where the source has none) and, in ``Manifest.extra["covariates"]``,
-each covariate's kind: ``numeric`` when every value given is a number, ``categorical`` otherwise.
+each covariate's kind: ``numeric`` when every value given is a number, ``categorical`` otherwise, or as
+declared (``NAME:categorical`` for codes such as sites 1-4, ``NAME:numeric``).
 
 A covariate model is a logistic regression on the encoded covariates, fitted on a training fold only:
 numeric values standardised with the training fold's mean and deviation plus a column marking a missing
@@ -52,16 +53,24 @@ def covariate_value(raw: Any) -> float | str | None:
     raise TypeError(f"{type(raw).__name__} is not a single value")
 
 
-def covariate_kinds(names: Sequence[str], rows: Sequence[dict[str, Any]], source: str | None = None) -> dict[str, str]:
-    """Each covariate's kind from the stored values of every case; a covariate with no value is refused
-    (``source``, the file or folder the values came from, names it in the message)."""
+def covariate_kinds(names: Sequence[str], rows: Sequence[dict[str, Any]], source: str | None = None,
+                    declared: dict[str, str | None] | None = None) -> dict[str, str]:
+    """Each covariate's kind from the stored values of every case, or as ``declared``; a covariate with no
+    value, or declared numeric with a text value, is refused (``source``, the file or folder the values came
+    from, names it in the message)."""
     kinds = {}
     for name in names:
         given = [r.get(name) for r in rows if r.get(name) is not None]
         if not given:
             raise InputError(f"covariate {name!r} has no value in any case", path=source,
                              fix="name a covariate the data holds")
-        kinds[name] = NUMERIC if all(isinstance(v, float) for v in given) else CATEGORICAL
+        numeric = all(isinstance(v, float) for v in given)
+        kind = (declared or {}).get(name) or (NUMERIC if numeric else CATEGORICAL)
+        if kind == NUMERIC and not numeric:
+            text = next(v for v in given if not isinstance(v, float))
+            raise InputError(f"covariate {name!r} is declared numeric but holds {text!r}", path=source,
+                             fix=f"declare it {name}:{CATEGORICAL}, or fix the value")
+        kinds[name] = kind
     return kinds
 
 
@@ -72,16 +81,25 @@ def as_kind(value: float | str | None, kind: str) -> float | str | None:
     return f"{value:g}" if isinstance(value, float) else value
 
 
-def parse_names(text: str | Sequence[str] | None, option: str = "covariates") -> list[str]:
-    """``"age,sex"`` (the importer option) or a list as covariate names; duplicates and blanks refused."""
+def parse_names(text: str | Sequence[str] | None, option: str = "covariates") -> dict[str, str | None]:
+    """``"age,sex,site:categorical"`` (the importer option) or a list as covariate names, each with the kind it
+    is declared (``NAME:numeric`` or ``NAME:categorical``; None: found from the values, so that codes such
+    as sites 1-4 can be declared categorical). Duplicates, blanks and unknown kinds are refused."""
     if text is None:
-        return []
-    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
-    if not all(names):
-        raise InputError(f"--option {option}= holds an empty name ({text!r})", fix="give names separated by commas")
-    if len(set(names)) != len(names):
-        raise InputError(f"--option {option}= names a covariate twice ({text!r})")
-    return names
+        return {}
+    out: dict[str, str | None] = {}
+    for item in (text.split(",") if isinstance(text, str) else text):
+        name, _, kind = item.strip().partition(":")
+        name, kind = name.strip(), kind.strip() or None
+        if not name:
+            raise InputError(f"--option {option}= holds an empty name ({text!r})", fix="give names separated by commas")
+        if kind not in (None, NUMERIC, CATEGORICAL):
+            raise InputError(f"--option {option}= declares {name!r} as {kind!r}",
+                             fix=f"declare a covariate {NUMERIC} or {CATEGORICAL} (NAME:{CATEGORICAL})")
+        if name in out:
+            raise InputError(f"--option {option}= names a covariate twice ({text!r})")
+        out[name] = kind
+    return out
 
 
 @dataclass
@@ -165,19 +183,21 @@ def fuse(image_probs: np.ndarray, covariate_probs: np.ndarray, prior: np.ndarray
     return fused / fused.sum(1, keepdims=True)
 
 
-def stored_rows(names: Sequence[str], raw_rows: Sequence[dict[str, Any]], places: Sequence[str],
-                source: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def stored_rows(names: dict[str, str | None] | Sequence[str], raw_rows: Sequence[dict[str, Any]],
+                places: Sequence[str], source: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The importer's side: each case's raw values (a name absent from a case's dict is missing) as stored
-    values of their covariate's kind, and the kinds. ``places`` name each row's source for the message
-    (a file, or a CSV line); ``source`` the whole (a folder, a CSV)."""
+    values of their covariate's kind, and the kinds. ``names`` may map each name to its declared kind
+    (:func:`parse_names`). ``places`` name each row's source for the message (a file, or a CSV line);
+    ``source`` the whole (a folder, a CSV)."""
+    declared = dict(names) if isinstance(names, dict) else dict.fromkeys(names)
     rows = []
     for raw, place in zip(raw_rows, places):
         row = {}
-        for name in names:
+        for name in declared:
             try:
                 row[name] = covariate_value(raw.get(name))
             except TypeError as e:
                 raise InputError(f"covariate {name!r} holds no single value ({e})", path=place) from None
         rows.append(row)
-    kinds = covariate_kinds(names, rows, source)
-    return [{n: as_kind(r[n], kinds[n]) for n in names} for r in rows], kinds
+    kinds = covariate_kinds(list(declared), rows, source, declared)
+    return [{n: as_kind(r[n], kinds[n]) for n in declared} for r in rows], kinds

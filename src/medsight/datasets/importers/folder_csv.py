@@ -155,7 +155,7 @@ def build(source: Path, task: str | None = None, csv: str | None = None, images_
     from medsight.classification.covariates import parse_names, stored_rows
 
     covariate_cols = parse_names(covariates)
-    for name in covariate_cols:
+    for name in covariate_cols:  # names, each with its declared kind or None
         if name not in header:
             raise InputError(f"has no column {name!r} (--option covariates=)", path=csv_path,
                              fix=f"columns are {', '.join(header)}")
