@@ -15,7 +15,7 @@ def test_values_are_stored_as_numbers_texts_or_missing():
     assert covariate_value(60) == 60.0 and covariate_value(" 60 ") == 60.0 and covariate_value("1e2") == 100.0
     assert covariate_value(True) == 1.0
     assert covariate_value("male") == "male"
-    for missing in (None, "", "  ", "nan", "NaN", float("nan"), math.inf):
+    for missing in (None, "", "  ", "nan", "NaN", "NA", "n/a", "NULL", float("nan"), math.inf):
         assert covariate_value(missing) is None
     with pytest.raises(TypeError):
         covariate_value({"a": 1})

@@ -12,8 +12,8 @@ value (which then counts as the mean), categorical values one-hot over the level
 (:func:`fuse`): ``p(y | image, covariates) ~ p(y | image) p(y | covariates) / p(y)``, which needs no second
 model fitted on predictions (a network's predictions on its own training images are over-confident).
 On ISIC (age and sex, age missing for half of the images; 5-fold pooled out-of-fold AUC) the covariates
-alone gave 0.66, and fused with the images: frozen features 0.749 -> 0.776, fine-tuning 0.720 -> 0.767,
-self-supervised 0.743 -> 0.782.
+alone gave 0.66, and fused with the images: frozen features 0.749 -> 0.775, fine-tuning 0.720 -> 0.765,
+self-supervised 0.743 -> 0.781 (benchmarks/results/isic_compare.json).
 """
 from __future__ import annotations
 
@@ -28,10 +28,14 @@ from medsight.errors import InputError
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 #: probabilities are clipped here before their logarithm
 _FLOOR = 1e-7
+#: texts that mean "no value" (pandas' defaults, compared without case): missing, not a category
+MISSING_TEXTS = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan", "1.#ind", "1.#qnan",
+                           "<na>", "n/a", "na", "null", "nan", "none"})
 
 
 def covariate_value(raw: Any) -> float | str | None:
-    """One source value as stored: a finite number, a non-empty text, or None (missing: empty, NaN, null).
+    """One source value as stored: a finite number, a text, or None (missing: empty, null, NaN, ``NA``,
+    ``N/A`` and pandas' other missing-value texts).
 
     Numbers written as text ("60", "1e3") become numbers, so a CSV and a JSON sidecar store alike.
     Raises TypeError for a list or an object, which is not one value."""
@@ -43,7 +47,7 @@ def covariate_value(raw: Any) -> float | str | None:
         return float(raw) if math.isfinite(raw) else None
     if isinstance(raw, str):
         text = raw.strip()
-        if not text:
+        if text.lower() in MISSING_TEXTS:
             return None
         try:
             number = float(text)
