@@ -244,8 +244,15 @@ def case_name(path: str | Path, strip_channel_suffix: bool) -> tuple[str, str]:
     return stem, ext
 
 
-def _resolve_inputs(inputs: Sequence[str | Path], strip: bool) -> list[dict]:
-    """Input cases: dataset folders give their cases; folders give their image files; files are cases."""
+def _resolve_inputs(inputs: Sequence[str | Path], strip: bool, dims: int | None = None) -> list[dict]:
+    """Input cases: dataset folders give their cases; folders give their image files; files are cases.
+
+    For a 3D run (``dims`` 3) a folder holding one DICOM series of several slices is one case named after
+    the folder (its mask is written as ``.nii.gz`` on the series' grid), and a folder holding no image
+    files gives one case per immediate subfolder that holds DICOM files. Single-file DICOM images stay one
+    case each (as every ``.dcm`` file does for a 2D run). A folder mixing several series, or a series whose
+    slices are not evenly spaced, is refused here, before anything is predicted or written.
+    """
     from medsight.datasets.manifest import MANIFEST_NAME
 
     cases: dict[str, dict] = {}
@@ -257,19 +264,62 @@ def _resolve_inputs(inputs: Sequence[str | Path], strip: bool) -> list[dict]:
                 ext = split_extension(Path(c.images[0].split("::")[0]).name)[1]
                 cases[c.id] = {"case": c.id, "files": list(c.images), "extension": ".nii.gz" if ext == ".npz" else ext}
             continue
+        series: list[Path] = []
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and split_extension(p.name)[1])
-            if not files:
+            files, series = _folder_inputs(path, dims)
+            if dims == 3 and not files and not series:
+                for sub in sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")):
+                    if _dicom_files(sub):
+                        sub_files, sub_series = _folder_inputs(sub, dims)
+                        files += sub_files
+                        series += sub_series
+            if not files and not series:
                 raise InputError("no image files in this folder", path=path)
         elif path.is_file() or "::" in str(path):
             files = [path]
         else:
             raise InputError("no such file or folder", path=path)
+        for folder in series:  # extension '' (no image format): the mask is written as .nii.gz
+            cases.setdefault(folder.name, {"case": folder.name, "files": [], "extension": ""})["files"].append(str(folder))
         for f in files:
             name, ext = case_name(f, strip)
             entry = cases.setdefault(name, {"case": name, "files": [], "extension": ext})
             entry["files"].append(str(f))
     return list(cases.values())
+
+
+def _dicom_files(folder: Path) -> list[Path]:
+    """The DICOM files directly in ``folder``: by extension, or by the DICM preamble for files without one."""
+    from medsight.io.formats import DICOM_EXTENSIONS, has_dicom_preamble, image_extension
+
+    found = []
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and not f.name.startswith("."):
+            ext = image_extension(f.name)
+            if ext in DICOM_EXTENSIONS or (not ext and has_dicom_preamble(f)):
+                found.append(f)
+    return found
+
+
+def _folder_inputs(folder: Path, dims: int | None) -> tuple[list[Path], list[Path]]:
+    """A folder's input image files and, for a 3D run, the folder itself when it holds one DICOM series of
+    slices placed in space (then its DICOM files are not cases of their own). Checked: one series, evenly
+    spaced. DICOM images without slice positions (X-rays) stay one case a file, even when they share a series."""
+    from medsight.io.dicom import check_slice_spacing, is_volume_series, list_dicom_series
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and split_extension(p.name)[1])
+    dicom = _dicom_files(folder) if dims == 3 else []
+    if not dicom:
+        return files, []
+    series = list_dicom_series(folder)
+    if not any(is_volume_series(s) for s in series):  # single images (X-rays, multi-frame files): one case each
+        return files, []
+    if len(series) > 1:  # as `medsight import --format dicom` refuses it
+        raise InputError(f"holds {len(series)} DICOM series; a case needs one series per folder: "
+                         + "; ".join(s.summary() for s in series), path=folder, fix="give each series its own folder")
+    check_slice_spacing(folder, series[0])
+    in_series = {Path(f).resolve() for f in series[0].files} | {f.resolve() for f in dicom}
+    return [f for f in files if f.resolve() not in in_series], [folder]
 
 
 def load_run(run_dir: str | Path, device: torch.device, folds: Sequence[int | str] | None = None):
@@ -332,7 +382,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     set_threads(threads)
     info, p, task, models, decisions = load_run(run_dir, dev, folds)
     strip = bool(info["manifest"].get("strip_channel_suffix"))
-    cases = _resolve_inputs(inputs, strip)
+    cases = _resolve_inputs(inputs, strip, p["dims"])
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     done: dict[str, list[dict]] = {}

@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("predict", "predict images, folders or a dataset with a trained run (folds ensembled)",
             "medsight predict runs/drive new_scans/ -o out/")
     p.add_argument("run_dir")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders of them, a dataset folder, or (3D runs) a DICOM series folder, or a "
+                        "folder of series folders: one case each, named after its folder, mask as .nii.gz")
     p.add_argument("-o", "--out", required=True)
     p.add_argument("--continue", dest="continue_", action="store_true", help="skip cases already written")
     p.add_argument("--save-probabilities", action="store_true")

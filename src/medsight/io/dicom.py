@@ -150,6 +150,16 @@ def _slice_positions(files: tuple[str, ...]) -> np.ndarray | None:
     return np.asarray(positions)
 
 
+def is_volume_series(series: DicomSeries) -> bool:
+    """True when a series is a volume: several files placed in space (ImagePositionPatient and
+    ImageOrientationPatient) at more than one slice position, not a set of images without positions or
+    all at one (such as X-rays or secondary captures that share a series)."""
+    if series.num_files < 2:
+        return False
+    ends = _slice_positions((series.files[0], series.files[-1]))  # GDCM sorts the files by position
+    return ends is not None and bool(abs(ends[1] - ends[0]) > 1e-6)
+
+
 def check_slice_spacing(folder: Path, series: DicomSeries) -> None:
     """Refuse a series whose slices are not evenly spaced (a missing slice, or mixed slice steps): read onto
     one regular grid, every slice beyond the gap would sit at the wrong position."""
