@@ -99,3 +99,27 @@ def write_bccd_subset(root: Path, bccd: Path, n_train: int = 8, n_val: int = 4) 
     (root / "splits/train.txt").write_text("\n".join(train) + "\n")
     (root / "splits/val.txt").write_text("\n".join(val) + "\n")
     return root
+
+
+def write_dicom_series(volume, folder: Path, study_uid: str, series_uid: str, positions: list[float] | None = None,
+                       prefix: str = "") -> Path:
+    """One MR DICOM file per slice of a real (x, y, z) integer volume, 2 mm pixels, each slice at its own
+    ImagePositionPatient z (default every 2 mm); files ``<prefix>slice_KKK.dcm``."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    positions = [2.0 * k for k in range(volume.shape[2])] if positions is None else positions
+    for k, z in enumerate(positions):
+        plane = sitk.GetImageFromArray(np.ascontiguousarray(volume[:, :, k].T))
+        plane.SetSpacing((2.0, 2.0))
+        tags = {"0008|0060": "MR", "0020|000d": study_uid, "0020|000e": series_uid, "0010|0020": "TEST",
+                "0020|0032": f"10\\-20\\{z:g}", "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0013": str(k + 1),
+                "0028|0030": "2\\2", "0008|0018": f"{series_uid}.{k + 1}", "0008|0016": "1.2.840.10008.5.1.4.1.1.4"}
+        for tag, value in tags.items():
+            plane.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{prefix}slice_{k:03d}.dcm"))
+        writer.Execute(plane)
+    return folder

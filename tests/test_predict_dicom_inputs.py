@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from helpers import shrink_plan, write_isbi_pairs
+from helpers import shrink_plan, write_dicom_series, write_isbi_pairs
 from PIL import Image as PILImage
 
 from medsight import api
@@ -34,24 +34,9 @@ def _brats_crop(shared_data: Path, case: Path) -> tuple[np.ndarray, np.ndarray, 
 
 
 def _write_series(volume: np.ndarray, folder: Path, uid: str, positions: list[float] | None = None) -> Path:
-    """One DICOM file per slice of a real (x, y, z) volume, each at its own ImagePositionPatient."""
-    import SimpleITK as sitk
-
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    positions = [2.0 * k for k in range(volume.shape[2])] if positions is None else positions
-    for k, z in enumerate(positions):
-        plane = sitk.GetImageFromArray(np.ascontiguousarray(volume[:, :, k].T))
-        plane.SetSpacing((2.0, 2.0))
-        tags = {"0008|0060": "MR", "0020|000d": STUDY_UID, "0020|000e": uid, "0010|0020": "PRED",
-                "0020|0032": f"10\\-20\\{z:g}", "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0013": str(k + 1),
-                "0028|0030": "2\\2", "0008|0018": f"{uid}.{k + 1}", "0008|0016": "1.2.840.10008.5.1.4.1.1.4"}
-        for tag, value in tags.items():
-            plane.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{uid.rsplit('.', 1)[-1]}_slice_{k:03d}.dcm"))
-        writer.Execute(plane)
-    return folder
+    """One DICOM file per slice of a real (x, y, z) volume; file names start with the series number, so two
+    series can share a folder."""
+    return write_dicom_series(volume, folder, STUDY_UID, uid, positions, prefix=f"{uid.rsplit('.', 1)[-1]}_")
 
 
 @pytest.fixture(scope="module")
