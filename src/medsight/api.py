@@ -280,7 +280,8 @@ def _resolve_inputs(inputs: Sequence[str | Path], strip: bool, dims: int | None 
         else:
             raise InputError("no such file or folder", path=path)
         for folder in series:  # extension '' (no image format): the mask is written as .nii.gz
-            cases.setdefault(folder.name, {"case": folder.name, "files": [], "extension": ""})["files"].append(str(folder))
+            entry = cases.setdefault(folder.name, {"case": folder.name, "files": [], "extension": ""})
+            entry["files"].append(str(folder))
         for f in files:
             name, ext = case_name(f, strip)
             entry = cases.setdefault(name, {"case": name, "files": [], "extension": ext})

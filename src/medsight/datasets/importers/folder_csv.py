@@ -4,9 +4,9 @@ Columns are found by name (case-insensitive) unless given: image ``image|file|fi
 image_name|name``, label ``label|class|target|diagnosis|y``, optional group ``group|patient|patient_id|
 subject|subject_id``. A file cell may be a path relative to the image folder, a file name, or a name
 without extension. Class values: integer labels are kept, other values are sorted and numbered 0..K-1
-(their names kept as class names). ``covariates`` (column names separated by commas, e.g. ``age,sex``) keeps
-clinical values beside each image (:mod:`medsight.classification.covariates`); an empty or ``nan`` cell is
-missing.
+(their names kept as class names). ``covariates`` (column names separated by commas, e.g.
+``age,sex,site:categorical``) keeps clinical values beside each image (:mod:`medsight.classification.covariates`);
+an empty, ``nan`` or ``NA`` cell is missing.
 """
 from __future__ import annotations
 

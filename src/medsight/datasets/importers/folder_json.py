@@ -94,4 +94,5 @@ def build(source: Path, task: str | None = None, label_key: str | None = None,
     info = read_header(images[0])
     channels = channel_names_for(info.num_channels)
     return Manifest(name=source.name, task="classification", dims=info.ndim, channels=channels, labels=labels,
-                    cases=cases, modality=modality_map(channels), extra={"label_key": label_key, **({"covariates": kinds} if kinds else {})})
+                    cases=cases, modality=modality_map(channels),
+                    extra={"label_key": label_key, **({"covariates": kinds} if kinds else {})})
