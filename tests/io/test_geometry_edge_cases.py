@@ -210,7 +210,7 @@ def test_3d_run_predicts_a_dicom_series_as_nifti_on_its_grid(crops, series_volum
     assert pred.spatial_shape == image.spatial_shape and pred.same_geometry(image, atol=1e-4)
 
 
-def test_2d_run_writes_jpeg_and_metaimage_inputs_as_lossless_masks(shared_data, tmp_path):
+def test_2d_run_writes_jpeg_masks_as_png_and_metaimage_masks_as_metaimage(shared_data, tmp_path):
     src = write_isbi_pairs(tmp_path / "em", shared_data, n=4, size=64)
     ds = tmp_path / "ds"
     import_dataset(src, ds, format="pairs", n_folds=2, progress=False)
@@ -222,5 +222,6 @@ def test_2d_run_writes_jpeg_and_metaimage_inputs_as_lossless_masks(shared_data, 
     out = api.predict(run, [jpeg, mhd], tmp_path / "out", quiet=True)
     png = read_image(out / "em_07.png")  # a JPEG mask would change label values at every edge
     assert png.spatial_shape == (64, 72) and set(np.unique(png.array)) <= {0, 1}
-    mha = read_image(out / "BrainProtonDensitySliceBorder20DirectionPlus30.mha")
-    assert mha.same_geometry(read_image(mhd))  # the rotated 2D frame kept
+    metaimage = read_image(out / "BrainProtonDensitySliceBorder20DirectionPlus30.mhd")  # its data file beside
+    assert metaimage.same_geometry(read_image(mhd))  # the rotated 2D frame kept
+    assert (out / "BrainProtonDensitySliceBorder20DirectionPlus30.zraw").is_file()

@@ -114,10 +114,24 @@ def test_refusals_name_the_target(tmp_path):
     volume = Image(np.zeros((1, 4, 5, 6), np.uint8))
     with pytest.raises(InputError, match=r"vol\.png: \.png holds a 2D image"):
         write_image(volume, tmp_path / "vol.png")
-    with pytest.raises(InputError, match=r"vol\.mhd: cannot write images as '\.mhd' \(use \.nrrd or \.mha"):
-        write_image(volume, tmp_path / "vol.mhd")
+    with pytest.raises(InputError, match=r"vol\.dcm: cannot write images as '\.dcm' \(use one of \.nii\.gz"):
+        write_image(volume, tmp_path / "vol.dcm")
     with pytest.raises(InputError, match=r"big\.png: pixel values 0\.\.70000"):
         write_image(Image(np.array([[[0, 70000]]], np.int32)), tmp_path / "big.png")
+
+
+@pytest.mark.parametrize("ext, data_file, field", [(".mhd", "case.zraw", "ElementDataFile = case.zraw"),
+                                                   (".nhdr", "case.raw.gz", "data file: case.raw.gz")])
+def test_detached_headers_name_their_data_file(shared_data, tmp_path, ext, data_file, field):
+    original = read_image(shared_data / ITK / "BrainProtonDensitySliceShifted13x17yDirectionPlus30.mhd")
+    path = write_image(original, tmp_path / f"case{ext}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"case{ext}", data_file])  # no temporaries left
+    assert field in path.read_text(encoding="latin-1")
+    back = read_image(path)
+    assert back.same_geometry(original) and np.array_equal(back.array, original.array)
+    write_image(original.with_array(original.array // 2), path)  # written again: the header names the new data
+    assert np.array_equal(read_image(path).array, original.array // 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"case{ext}", data_file])
 
 
 def test_write_is_atomic_and_creates_folders(shared_data, tmp_path):

@@ -164,3 +164,33 @@ def write_sitk(image: Image, path: Path) -> None:
 
     sitk.WriteImage(image_to_sitk(image), str(path), useCompression=True)
 
+
+#: detached-header formats: the header line that names the data file
+DATA_FILE_FIELDS = {".mhd": "ElementDataFile", ".nhdr": "data file"}
+
+
+def write_sitk_detached(image: Image, header: Path, final: Path) -> None:
+    """Write a detached-header image (MetaImage ``.mhd``, NRRD ``.nhdr``) whose header is ``header`` for now
+    and ``final`` once the caller renames it: the data file is written beside ``header`` under its temporary
+    name, renamed to ``final``'s name with the data file's own extension (``case.zraw``, ``case.raw.gz``), and
+    the header made to name it. The header is renamed last, so a complete header names complete data."""
+    import os
+
+    import SimpleITK as sitk
+
+    ext = ".mhd" if header.name.endswith(".mhd") else ".nhdr"
+    field = DATA_FILE_FIELDS[ext]
+    sitk.WriteImage(image_to_sitk(image), str(header), useCompression=True)
+    lines = header.read_text(encoding="latin-1").splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split("=" if ext == ".mhd" else ":", 1)[0].strip() == field)
+    written = lines[at].split("=" if ext == ".mhd" else ":", 1)[1].strip()
+    data = header.parent / written
+    try:
+        suffix = written[len(header.name) - len(ext):]  # what the library put after the header's stem
+        target = final.with_name(final.name[: len(final.name) - len(ext)] + suffix)
+        os.replace(data, target)
+    finally:
+        data.unlink(missing_ok=True)
+    lines[at] = f"{field} = {target.name}" if ext == ".mhd" else f"{field}: {target.name}"
+    header.write_text("\n".join(lines) + "\n", encoding="latin-1")
+

@@ -16,14 +16,14 @@ _WRITERS: dict[str, Callable[[Image, Path], None]] = {
     ".bmp": raster.write_raster, ".jpg": raster.write_raster, ".jpeg": raster.write_raster,
     ".gif": raster.write_raster, ".npy": arrays.write_npy, ".npz": arrays.write_npz,
 }
-WRITABLE_EXTENSIONS = (".nii.gz", ".nii") + tuple(_WRITERS)
+WRITABLE_EXTENSIONS = (".nii.gz", ".nii", ".mhd", ".nhdr") + tuple(_WRITERS)
 
 
 def write_image(image: Image, path: str | Path, reference: str | Path | None = None) -> Path:
     """Write ``image`` to ``path`` (format by extension), creating parent folders; returns the path.
 
-    NIfTI keeps the RAS affine (qform/sform codes from ``reference`` when it is a NIfTI); NRRD and MHA
-    keep the full geometry; PNG/TIFF/BMP/JPEG hold 2D grey or RGB integers; ``.npz`` keeps voxels and
+    NIfTI keeps the RAS affine (qform/sform codes from ``reference`` when it is a NIfTI); NRRD and MetaImage
+    keep the full geometry (``.mhd``/``.nhdr`` with their data file beside: ``case.zraw``, ``case.raw.gz``); PNG/TIFF/BMP/JPEG hold 2D grey or RGB integers; ``.npz`` keeps voxels and
     geometry, ``.npy`` voxels only. The file appears complete or not at all.
 
     Example:
@@ -33,8 +33,7 @@ def write_image(image: Image, path: str | Path, reference: str | Path | None = N
     path = Path(path)
     ext = image_extension(path)
     if ext not in WRITABLE_EXTENSIONS:
-        fix = "use .nrrd or .mha (single-file headers)" if ext in (".mhd", ".nhdr") else \
-            f"use one of {' '.join(WRITABLE_EXTENSIONS)}"
+        fix = f"use one of {' '.join(WRITABLE_EXTENSIONS)}"
         raise InputError(f"cannot write images as {ext or path.suffix or 'a file without extension'!r}",
                          path=path, fix=fix)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,6 +41,8 @@ def write_image(image: Image, path: str | Path, reference: str | Path | None = N
         with replaced_on_success(path, ext) as temporary:  # the extension kept: libraries pick the format by it
             if ext in (".nii.gz", ".nii"):
                 nifti.write_nifti(image, temporary, reference)
+            elif ext in sitk_io.DATA_FILE_FIELDS:
+                sitk_io.write_sitk_detached(image, temporary, path)
             else:
                 _WRITERS[ext](image, temporary)
     except InputError as err:  # name the file the caller asked for, not the temp file

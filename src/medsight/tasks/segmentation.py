@@ -50,9 +50,9 @@ MIRROR_SYMMETRY = 0.6
 CANONICAL_ROTATION_2D = 0.2618
 
 
-#: inputs whose format cannot hold a predicted mask: JPEG is lossy (label values change at edges), .mhd and
-#: .nhdr need a second data file; any other format medsight cannot write (a DICOM series or file) -> NIfTI
-MASK_EXTENSIONS = {".jpg": ".png", ".jpeg": ".png", ".mhd": ".mha", ".nhdr": ".nrrd"}
+#: inputs whose format cannot hold a predicted mask: JPEG is lossy (label values change at edges); any other
+#: format medsight cannot write (a DICOM series or file) -> NIfTI
+MASK_EXTENSIONS = {".jpg": ".png", ".jpeg": ".png"}
 
 
 def mask_extension(extension: str) -> str:
