@@ -32,6 +32,8 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     ("drive_21_0000.png", False, ("drive_21_0000", ".png")),
     ("case.1_0001.nii.gz", True, ("case.1", ".nii.gz")),
     ("brain.mha", True, ("brain", ".mha")),
+    ("slice_07.dicom", False, ("slice_07", ".dicom")),  # every extension the readers know
+    ("prostate.mhd", False, ("prostate", ".mhd")),
 ])
 def test_case_name_rule(name, strip, expected):
     assert case_name(name, strip) == expected

@@ -16,6 +16,7 @@ from medsight.datasets.loading import case_signature
 from medsight.datasets.manifest import Manifest, atomic_write_text
 from medsight.device import resolve_device, set_threads
 from medsight.errors import CheckpointError, InputError, as_list, output_folder, positive
+from medsight.io.formats import KNOWN_EXTENSIONS
 from medsight.planning.fingerprint import FINGERPRINT_VERSION, compute_fingerprint, load_fingerprint, save_fingerprint
 from medsight.planning.plan import PLAN_NAME, load_plan, make_plan, plan_hash, save_plan, summary_table
 from medsight.preprocessing.cache import CachedCases, cache_dir, preprocess_dataset
@@ -223,8 +224,8 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
 
 
 # -- predict ------------------------------------------------------------------------------------
-_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".tif", ".tiff",
-               ".bmp", ".gif", ".npy", ".npz", ".dcm")
+#: every image extension medsight reads, longest first (``.nii.gz`` before ``.nii``); the readers' own list
+_EXTENSIONS = tuple(sorted(KNOWN_EXTENSIONS, key=len, reverse=True))
 
 
 def split_extension(name: str) -> tuple[str, str]:
