@@ -23,7 +23,8 @@ def write_image(image: Image, path: str | Path, reference: str | Path | None = N
     """Write ``image`` to ``path`` (format by extension), creating parent folders; returns the path.
 
     NIfTI keeps the RAS affine (qform/sform codes from ``reference`` when it is a NIfTI); NRRD and MetaImage
-    keep the full geometry (``.mhd``/``.nhdr`` with their data file beside: ``case.zraw``, ``case.raw.gz``); PNG/TIFF/BMP/JPEG hold 2D grey or RGB integers; ``.npz`` keeps voxels and
+    keep the full geometry (``.mhd``/``.nhdr`` with their data file beside: ``case.zraw``, ``case.raw.gz``);
+    PNG/TIFF/BMP/JPEG hold 2D grey or RGB integers; ``.npz`` keeps voxels and
     geometry, ``.npy`` voxels only. The file appears complete or not at all.
 
     Example:
