@@ -250,8 +250,6 @@ def build_parser() -> argparse.ArgumentParser:
 THREADED_STUDIES = ("pretrain", "lesions", "mil", "localise", "weak")
 
 
-IMPORTER_ARGUMENTS = ("images_dir", "labels_dir", "eval_mask_dir", "label_map", "label_names", "regions", "csv",
-                      "min_box_size")
 
 
 def _add_importer_arguments(p: argparse.ArgumentParser) -> None:
@@ -271,7 +269,9 @@ def _add_importer_arguments(p: argparse.ArgumentParser) -> None:
 def _importer_options(args: argparse.Namespace) -> dict:
     """``--option KEY=VALUE`` pairs and the importer arguments given, as keyword arguments of the import."""
     opts = _options(args.option)
-    opts.update({k: getattr(args, k) for k in IMPORTER_ARGUMENTS if getattr(args, k) is not None})
+    from medsight.datasets.importers import OPTIONS_WITH_FLAGS
+
+    opts.update({k: getattr(args, k) for k in OPTIONS_WITH_FLAGS if getattr(args, k) is not None})
     return opts
 
 

@@ -116,3 +116,25 @@ def test_import_over_another_dataset_is_refused(shared_data, tmp_path):
     assert (other / "manifest.json").read_text() == '{"name": "an app"}'
     with pytest.raises(InputError, match=r"manifest.json: is a file, not a folder"):
         import_dataset(pairs, other / "manifest.json", format="pairs", progress=False)
+
+
+def test_option_hints_use_the_syntax_the_command_line_takes(shared_data, tmp_path):
+    """An importer option is a flag of its own or goes through --option KEY=VALUE; the hint says which."""
+    import argparse
+
+    from medsight.cli import build_parser
+    from medsight.datasets.importers import OPTIONS_WITH_FLAGS
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("import", "run"):
+        flags = {s for a in commands.choices[command]._actions for s in a.option_strings}
+        assert {"--" + o.replace("_", "-") for o in OPTIONS_WITH_FLAGS} <= flags, command
+    with pytest.raises(InputError) as caught:
+        import_dataset(shared_data / "isic_uda1", tmp_path / "ds", progress=False, foo="1")
+    message = str(caught.value)
+    assert "option --option foo=... does not apply to format folder-json" in message
+    assert "folder-json takes --option label_key=..., --option group_key=..., --option covariates=..." in message
+    with pytest.raises(InputError, match="pairs takes --images-dir, --labels-dir"):
+        import_dataset(shared_data / "drive/training", tmp_path / "ds", progress=False, csv="x.csv")
+    assert not (tmp_path / "ds").exists()

@@ -74,13 +74,24 @@ def format_options(fmt: str) -> list[str]:
     return [p for p in params if p not in ("source", "task")]
 
 
+#: importer options the command line gives a flag of their own (``--images-dir``); the others go through
+#: ``--option KEY=VALUE`` (``--option label_key=meta.clinical.diagnosis``)
+OPTIONS_WITH_FLAGS = ("images_dir", "labels_dir", "eval_mask_dir", "label_map", "label_names", "regions", "csv",
+                      "min_box_size")
+
+
+def option_syntax(name: str) -> str:
+    """How an importer option is written on the command line: its flag, or ``--option NAME=...``."""
+    return "--" + name.replace("_", "-") if name in OPTIONS_WITH_FLAGS else f"--option {name}=..."
+
+
 def _check_options(fmt: str, options: dict[str, Any]) -> None:
     allowed = format_options(fmt)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        flags = ", ".join("--" + u.replace("_", "-") for u in unknown)
-        accepted = ", ".join("--" + a.replace("_", "-") for a in allowed) or "none"
-        raise InputError(f"option {flags} does not apply to format {fmt}", fix=f"{fmt} takes {accepted}")
+        given = ", ".join(option_syntax(u) for u in unknown)
+        accepted = ", ".join(option_syntax(a) for a in allowed) or "none"
+        raise InputError(f"option {given} does not apply to format {fmt}", fix=f"{fmt} takes {accepted}")
 
 
 def _check_dataset_dir(dataset_dir: Path, source: str, task: str) -> None:
