@@ -291,16 +291,10 @@ def _resolve_inputs(inputs: Sequence[str | Path], strip: bool, dims: int | None 
 
 
 def _dicom_files(folder: Path) -> list[Path]:
-    """The DICOM files directly in ``folder``: by extension, or by the DICM preamble for files without one."""
-    from medsight.io.formats import DICOM_EXTENSIONS, has_dicom_preamble, image_extension
+    """The DICOM files directly in ``folder``, by the rule the DICOM importer uses (``io.formats.is_dicom_file``)."""
+    from medsight.io.formats import is_dicom_file
 
-    found = []
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and not f.name.startswith("."):
-            ext = image_extension(f.name)
-            if ext in DICOM_EXTENSIONS or (not ext and has_dicom_preamble(f)):
-                found.append(f)
-    return found
+    return [f for f in sorted(folder.iterdir()) if not f.name.startswith(".") and is_dicom_file(f)]
 
 
 def _folder_inputs(folder: Path, dims: int | None) -> tuple[list[Path], list[Path]]:

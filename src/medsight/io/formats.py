@@ -55,6 +55,11 @@ def has_dicom_preamble(path: str | Path) -> bool:
         return False
 
 
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM file: named ``.dcm``/``.dicom``, or carrying the DICM marker whatever its name."""
+    return path.is_file() and (path.suffix.lower() in DICOM_EXTENSIONS or has_dicom_preamble(path))
+
+
 @dataclass(frozen=True)
 class ArrayRef:
     """A parsed ``archive.npz::key::index`` reference (key and index optional)."""

@@ -19,7 +19,7 @@ from medsight.datasets.importers.folder_csv import LABEL_COLUMNS, pick_column, r
 from medsight.datasets.manifest import Case, Manifest
 from medsight.errors import InputError
 from medsight.io import list_dicom_series, read_header
-from medsight.io.formats import DICOM_EXTENSIONS, has_dicom_preamble
+from medsight.io.formats import is_dicom_file
 
 FORMAT = "dicom"
 LOOKS_FOR = "DICOM files (.dcm or the DICM preamble) in one folder per series"
@@ -27,16 +27,12 @@ KEY_COLUMNS = ("case", "series", "series_uid", "seriesinstanceuid", "folder", "p
 MAX_SCANNED_FILES = 50
 
 
-def _is_dicom(path: Path) -> bool:
-    return path.is_file() and (path.suffix.lower() in DICOM_EXTENSIONS or has_dicom_preamble(path))
-
-
 def dicom_folders(source: Path) -> list[Path]:
     """Folders under SOURCE (itself included) that hold DICOM files, sorted."""
     found = []
     for root, dirs, files in os.walk(source):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if any(_is_dicom(Path(root) / f) for f in sorted(files) if not f.startswith(".")):
+        if any(is_dicom_file(Path(root) / f) for f in sorted(files) if not f.startswith(".")):
             found.append(Path(root))
     return sorted(found)
 
@@ -49,7 +45,7 @@ def detect(source: Path) -> bool:
     for root, dirs, files in os.walk(source):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if _is_dicom(Path(root) / name):
+            if is_dicom_file(Path(root) / name):
                 return True
             seen += 1
             if seen >= MAX_SCANNED_FILES:
