@@ -394,13 +394,13 @@ def _fused_with_covariates(oof: dict[str, np.ndarray], rows: list[dict], y: np.n
 
 def _settings_key(plan: dict, label_fraction: float, encoder, seed: int, color_constancy: str | None = None) -> str:
     """Folder name of the settings a finished part depends on (a re-run with other settings starts afresh)."""
-    import hashlib
+    from medsight.kept_work import settings_key
 
     settings = [plan["side"], plan["epochs"], plan["pretrain_minutes_per_fold"], label_fraction,
                 str(Path(encoder).resolve()) if encoder else None, seed]
     if color_constancy is not None:  # keeps the keys of runs made before colour constancy existed
         settings.append(color_constancy)
-    digest = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:8]
+    digest = settings_key(settings)[:8]
     return f"side{plan['side']}_epochs{plan['epochs']}_labels{label_fraction:g}_{digest}"
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from medsight.datasets.manifest import MANIFEST_NAME, Manifest, atomic_write_text
 from medsight.errors import InputError, as_list, output_folder, positive
+from medsight.kept_work import settings_key
 
 
 def structure_values(manifest: Manifest, structure: str | None) -> tuple[str, list[int]]:
@@ -82,7 +83,8 @@ def localise(dataset_dir: str | Path, out_dir: str | Path, structure: str | None
     name, values = structure_values(manifest, structure)
     start = time.perf_counter()
     data = _load(manifest, values)
-    parts = out / "parts" / _settings_key(dataset_dir, values, epochs, side, seed)
+    # what a finished fold depends on: the dataset's manifest bytes and the settings
+    parts = out / "parts" / settings_key([values, epochs, side, seed], Path(dataset_dir) / MANIFEST_NAME)
     rows, per_fold = [], []
     for k in folds:
         part = parts / f"fold_{k}.json"
@@ -131,12 +133,3 @@ def localise(dataset_dir: str | Path, out_dir: str | Path, structure: str | None
     if not quiet:
         print(f"{name}: mean box IoU {result['mean_iou']} over {len(ious)} held-out case(s); {out / 'boxes.csv'}")
     return result
-
-
-def _settings_key(dataset_dir: str | Path, values: list[int], epochs: int, side: int, seed: int) -> str:
-    """Folder name of what a finished fold depends on: the dataset's manifest bytes and the settings."""
-    import hashlib
-
-    h = hashlib.sha1((Path(dataset_dir) / MANIFEST_NAME).read_bytes())
-    h.update(json.dumps([values, epochs, side, seed]).encode())
-    return h.hexdigest()[:12]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from medsight.training.optim import cosine_step
 from medsight.errors import InputError, as_list, output_folder, positive
+from medsight.kept_work import settings_key
 
 
 @dataclass
@@ -180,16 +181,6 @@ def _check_inside(points: LesionPoints, i: int, shape: tuple[int, ...]) -> None:
                      path=points.source or points.images[i], fix="x is the column, y the row, from 0")
 
 
-def _settings_key(points_csv: str | Path, images_root, scales: Sequence[int], patch: int, epochs: int, mode: str,
-                  seed: int) -> str:
-    """Folder name of what a finished model depends on: the points file's bytes, where its images are, the settings."""
-    import hashlib
-
-    h = hashlib.sha1(Path(points_csv).read_bytes())
-    h.update(json.dumps([str(images_root), list(scales), patch, epochs, mode, seed]).encode())
-    return h.hexdigest()[:12]
-
-
 def split_points(points: LesionPoints, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Train and validation indices: the CSV's ``split`` column, else whole images drawn at random."""
     given = np.array([s or "" for s in points.splits])
@@ -278,7 +269,8 @@ def classify_lesions(points_csv: str | Path, out_dir: str | Path, scales: Sequen
                "classes": names, "scales": list(scales), "patch": patch, "mode": mode if points.coords.shape[1] == 3 else "2d",
                "epochs": epochs, "patch_seconds": round(time.perf_counter() - start, 1)}
     probs_multi = None
-    parts = out / "parts" / _settings_key(points_csv, images_root, scales, patch, epochs, mode, seed)
+    # what a finished model depends on: the points file's bytes, where its images are, the settings
+    parts = out / "parts" / settings_key([str(images_root), list(scales), patch, epochs, mode, seed], points_csv)
     for name, streams in (("single_scale", slice(middle * per_scale, (middle + 1) * per_scale)),
                           ("multi_scale", slice(None))):
         part = parts / f"{name}.json"

@@ -174,12 +174,10 @@ def cached_tile_features(dataset_dir: str | Path, tiles: np.ndarray, ids: list[s
                          progress: bool = False) -> np.ndarray:
     """:func:`tile_features`, kept in ``DATASET_DIR/cache/mil_features/`` and reused by a later run on the same
     cases with the same tiling (the extraction is the slow part: minutes for a few hundred images)."""
-    import hashlib
-
+    from medsight.kept_work import settings_key
     from medsight.preprocessing.cache import atomic_save_npy
 
-    key = hashlib.sha1(json.dumps([ids, downsample, tile, FEATURE_SIDE, "efficientnet-lite0 imagenet 8 views"])
-                       .encode()).hexdigest()[:12]
+    key = settings_key([ids, downsample, tile, FEATURE_SIDE, "efficientnet-lite0 imagenet 8 views"])
     path = Path(dataset_dir) / "cache" / "mil_features" / f"tiles_{key}.npy"
     if path.is_file():
         try:
