@@ -165,8 +165,8 @@ def write_sitk(image: Image, path: Path) -> None:
     sitk.WriteImage(image_to_sitk(image), str(path), useCompression=True)
 
 
-#: detached-header formats: the header line that names the data file
-DATA_FILE_FIELDS = {".mhd": "ElementDataFile", ".nhdr": "data file"}
+#: detached-header formats: the header field that names the data file, and what separates it from its value
+DATA_FILE_FIELDS = {".mhd": ("ElementDataFile", "="), ".nhdr": ("data file", ":")}
 
 
 def write_sitk_detached(image: Image, header: Path, final: Path) -> None:
@@ -179,11 +179,11 @@ def write_sitk_detached(image: Image, header: Path, final: Path) -> None:
     import SimpleITK as sitk
 
     ext = ".mhd" if header.name.endswith(".mhd") else ".nhdr"
-    field = DATA_FILE_FIELDS[ext]
+    field, separator = DATA_FILE_FIELDS[ext]
     sitk.WriteImage(image_to_sitk(image), str(header), useCompression=True)
     lines = header.read_text(encoding="latin-1").splitlines()
-    at = next(i for i, line in enumerate(lines) if line.split("=" if ext == ".mhd" else ":", 1)[0].strip() == field)
-    written = lines[at].split("=" if ext == ".mhd" else ":", 1)[1].strip()
+    at = next(i for i, line in enumerate(lines) if line.split(separator, 1)[0].strip() == field)
+    written = lines[at].split(separator, 1)[1].strip()
     data = header.parent / written
     try:
         suffix = written[len(header.name) - len(ext):]  # what the library put after the header's stem
@@ -191,6 +191,6 @@ def write_sitk_detached(image: Image, header: Path, final: Path) -> None:
         os.replace(data, target)
     finally:
         data.unlink(missing_ok=True)
-    lines[at] = f"{field} = {target.name}" if ext == ".mhd" else f"{field}: {target.name}"
+    lines[at] = f"{field} = {target.name}" if separator == "=" else f"{field}: {target.name}"
     header.write_text("\n".join(lines) + "\n", encoding="latin-1")
 
