@@ -123,3 +123,19 @@ def write_dicom_series(volume, folder: Path, study_uid: str, series_uid: str, po
         writer.SetFileName(str(folder / f"{prefix}slice_{k:03d}.dcm"))
         writer.Execute(plane)
     return folder
+
+
+def write_isic_sample(shared_data: Path, folder: Path, per_class: int = 8) -> Path:
+    """Symlinks to the first ``per_class`` benign and ``per_class`` malignant ISIC images (by name) with their
+    JSON sidecars (which hold the label, age and sex)."""
+    import json
+
+    folder.mkdir(parents=True)
+    counts = {"benign": 0, "malignant": 0}
+    for meta in sorted((shared_data / "isic_uda1").glob("ISIC_*.json")):
+        label = json.loads(meta.read_text())["meta"]["clinical"]["benign_malignant"]
+        if label in counts and counts[label] < per_class:
+            counts[label] += 1
+            for f in (meta, meta.with_suffix(".jpg")):
+                (folder / f.name).symlink_to(f)
+    return folder

@@ -8,26 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import write_isic_sample
 from medsight import api
 from medsight.cli import main
 
 
-def _isic_sample(shared_data: Path, folder: Path, per_class: int = 8) -> Path:
-    """Symlinks to ``per_class`` benign and ``per_class`` malignant ISIC images with their JSON sidecars."""
-    folder.mkdir(parents=True)
-    counts = {"benign": 0, "malignant": 0}
-    for meta in sorted((shared_data / "isic_uda1").glob("ISIC_*.json")):
-        label = json.loads(meta.read_text())["meta"]["clinical"]["benign_malignant"]
-        if label in counts and counts[label] < per_class:
-            counts[label] += 1
-            for f in (meta, meta.with_suffix(".jpg")):
-                (folder / f.name).symlink_to(f)
-    return folder
-
-
 @pytest.fixture()
 def isic_small(shared_data, tmp_path) -> Path:
-    src = _isic_sample(shared_data, tmp_path / "isic")
+    src = write_isic_sample(shared_data, tmp_path / "isic")
     ds = tmp_path / "ds"
     api.import_dataset(src, ds, format="folder-json", n_folds=2, progress=False)
     return ds
@@ -90,7 +78,7 @@ def api_compare(ds, out):
 
 
 def test_pretrain_cli_writes_an_encoder_that_compare_uses(isic_small, shared_data, tmp_path):
-    images = _isic_sample(shared_data, tmp_path / "unlabelled", per_class=3)
+    images = write_isic_sample(shared_data, tmp_path / "unlabelled", per_class=3)
     enc = tmp_path / "enc.safetensors"
     assert main(["pretrain", str(images), "-o", str(enc), "--epochs", "1", "--side", "32", "--threads", "1"]) == 0
     info = json.loads((tmp_path / "enc.safetensors.json").read_text())
@@ -153,7 +141,7 @@ def test_compare_fuses_clinical_covariates(shared_data, tmp_path):
     from medsight.compare import compare
     from medsight.datasets.manifest import Manifest
 
-    src = _isic_sample(shared_data, tmp_path / "isic", per_class=10)
+    src = write_isic_sample(shared_data, tmp_path / "isic", per_class=10)
     ds = tmp_path / "ds"
     api.import_dataset(src, ds, format="folder-json", n_folds=2, progress=False,
                        covariates="meta.clinical.age_approx,meta.clinical.sex")

@@ -205,14 +205,17 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
             if resume and fold == "every" and not (fold_dir / LATEST).is_file():
                 fold_resume = False  # a fold the interrupted run never began
             t0 = time.perf_counter()
-            train_data = CachedCases(cache, [c.id for c in train_cases])
-            val_data = CachedCases(cache, [c.id for c in val_cases]) if val_cases else None
+            train_data = CachedCases(cache, [c.id for c in train_cases], {c.id: c.covariates for c in train_cases})
+            val_data = (CachedCases(cache, [c.id for c in val_cases], {c.id: c.covariates for c in val_cases})
+                        if val_cases else None)
             final = train_fold(task, p, train_data, val_data, fold_dir, dev, resume=fold_resume, ctx=ctx,
                                progress=not quiet)
             if ctx.is_main:
                 model = task.build_network(p).to(dev)
                 model.load_state_dict(load_checkpoint(final, plan_hash(p))["model"])
-                decisions = task.finalize(model, val_data, p, dev, fold_dir) if val_data is not None else {}
+                decisions = task.fit_companions(p, train_data)
+                if val_data is not None:
+                    decisions.update(task.finalize(model, val_data, p, dev, fold_dir, companions=decisions))
                 decisions["train_seconds"] = round(time.perf_counter() - t0, 1)
                 decisions["validation_cases"] = [c.id for c in val_cases]
                 atomic_write_text(fold_dir / "decisions.json", json.dumps(decisions, indent=1))
@@ -263,7 +266,8 @@ def _resolve_inputs(inputs: Sequence[str | Path], strip: bool, dims: int | None 
             m = Manifest.load(path)
             for c in m.cases:
                 ext = split_extension(Path(c.images[0].split("::")[0]).name)[1]
-                cases[c.id] = {"case": c.id, "files": list(c.images), "extension": ".nii.gz" if ext == ".npz" else ext}
+                cases[c.id] = {"case": c.id, "files": list(c.images), "extension": ".nii.gz" if ext == ".npz" else ext,
+                               "covariates": dict(c.covariates)}
             continue
         series: list[Path] = []
         if path.is_dir():
@@ -357,18 +361,28 @@ def _merge_decisions(decisions: list[dict]) -> dict:
 
     merged: dict = {k: v for k, v in (decisions[0] if decisions else {}).items()
                     if k not in ("threshold", "largest_component", "largest_components", "min_component_size",
-                                 "validation_cases", "train_seconds")}
+                                 "validation_cases", "train_seconds", "covariate_model", "validation_auc_images",
+                                 "validation_auc_with_covariates")}
     th = [d["threshold"] for d in decisions if "threshold" in d]
     if th:
         merged["threshold"] = float(np.mean(th))
+    covariate_models = [d["covariate_model"] for d in decisions if d.get("covariate_model")]
+    if covariate_models:  # every fold's: their probabilities are averaged, as the networks' are
+        merged["covariate_models"] = covariate_models
     merged.update(merge(decisions))
     return merged
 
 
 def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, continue_: bool = False,
             save_probabilities: bool = False, device: str | None = None, threads: int | None = None,
-            folds: Sequence[int | str] | None = None, quiet: bool = False) -> Path:
-    """Predict every input case with the run's folds (ensembled) into OUT_DIR, as DESIGN.md's contract says."""
+            folds: Sequence[int | str] | None = None, covariates: str | Path | None = None,
+            quiet: bool = False) -> Path:
+    """Predict every input case with the run's folds (ensembled) into OUT_DIR, as DESIGN.md's contract says.
+
+    A classifier trained with clinical covariates fuses them into each case's probabilities: a dataset
+    folder's cases bring their own, ``covariates`` (a CSV with a ``case`` column and one column per
+    covariate) gives them for any case it names, ahead of a dataset's; a value not given counts as missing.
+    """
     inputs, folds = as_list(inputs, "inputs"), as_list(folds, "folds")
     if not inputs:
         raise InputError("nothing to predict: no inputs given", fix="give image files, folders or a dataset")
@@ -379,6 +393,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     info, p, task, models, decisions = load_run(run_dir, dev, folds)
     strip = bool(info["manifest"].get("strip_channel_suffix"))
     cases = _resolve_inputs(inputs, strip, p["dims"])
+    _attach_covariates(cases, p, covariates, quiet)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     done: dict[str, list[dict]] = {}
@@ -390,6 +405,28 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
         raise
     _log(f"predictions of {len(cases)} case(s) written to {out_dir}", quiet)
     return out_dir
+
+
+def _attach_covariates(cases: list[dict], p: dict, csv_path: str | Path | None, quiet: bool) -> None:
+    """Each case's covariate values for a run trained with them (a CSV's ahead of a dataset's); a warning
+    counts the cases with none. A CSV for a run without covariates is refused."""
+    from medsight.classification.covariates import read_covariate_csv
+
+    kinds = p.get("covariates")
+    if not kinds:
+        if csv_path is not None:
+            raise InputError("the run was trained without clinical covariates: nothing to fuse them with",
+                             path=csv_path, fix="leave --covariates out, or train on a dataset imported with "
+                             "--option covariates=...")
+        return
+    given = read_covariate_csv(csv_path, kinds) if csv_path is not None else {}
+    for c in cases:
+        c["covariates"] = given.get(c["case"], c.get("covariates") or {})
+    bare = [c["case"] for c in cases if all(c["covariates"].get(n) is None for n in kinds)]
+    if bare:
+        logging.getLogger("medsight.predict").warning(
+            f"{len(bare)} of {len(cases)} case(s) have no value of the covariates {', '.join(kinds)} the model was "
+            f"trained with (first: {bare[0]}): they count as missing; give them with --covariates FILE.csv")
 
 
 def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict, p: dict, task, models, decisions,
@@ -415,6 +452,7 @@ def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict,
         for entry, (_, props, image), pred in zip(entries, prepared, preds):
             rows = task.write_case({"case": entry["case"], "prediction": pred, "props": props, "image": image,
                                     "source": entry["files"][0], "extension": entry["extension"],
+                                    "covariates": entry.get("covariates"),
                                     "save_probabilities": save_probabilities}, out_dir, p, decisions)
             done[entry["case"]] = rows
             with open(state_path, "a") as f:

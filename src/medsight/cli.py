@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True)
     p.add_argument("--continue", dest="continue_", action="store_true", help="skip cases already written")
     p.add_argument("--save-probabilities", action="store_true")
+    p.add_argument("--covariates", metavar="FILE.csv",
+                   help="clinical covariates of the inputs, for a classifier trained with them: a CSV with a case "
+                        "column and one column per covariate (a dataset folder's cases bring their own)")
     p.add_argument("--device")
     p.add_argument("--threads", type=int)
 
@@ -297,7 +300,8 @@ def dispatch(args: argparse.Namespace) -> None:
                   budget_minutes=args.budget_minutes, device=args.device, threads=args.threads)
     elif args.command == "predict":
         api.predict(args.run_dir, args.inputs, args.out, continue_=args.continue_,
-                    save_probabilities=args.save_probabilities, device=args.device, threads=args.threads)
+                    save_probabilities=args.save_probabilities, device=args.device, threads=args.threads,
+                    covariates=args.covariates)
     elif args.command == "evaluate":
         api.evaluate(args.out_dir, args.reference, args.output)
     elif args.command == "report":

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from medsight.classification.covariates import (CATEGORICAL, NUMERIC, CovariateEncoder, CovariateModel, covariate_kinds,
-                                                covariate_value, fuse, parse_names, stored_rows)
+                                                covariate_value, ensemble_fuse, fuse, parse_names, read_covariate_csv,
+                                                stored_rows)
 from medsight.errors import InputError
 
 
@@ -88,3 +89,58 @@ def test_covariate_model_learns_and_falls_back_to_the_prior():
     partial = CovariateModel({"age": NUMERIC}, 3).fit(rows, [0, 0, 0, 0, 2, 2, 2, 2])  # class 1 never seen
     p = partial.predict_proba([{"age": 70.0}])
     assert p[0, 1] == 0 and p[0, 2] > 0.7 and np.isclose(p.sum(), 1)
+
+
+def test_saved_model_predicts_as_scikit_learn_does():
+    """The state kept in decisions.json predicts, with numpy alone, what scikit-learn's model predicts:
+    binary (one logit) and multi-class (softmax), with a categorical covariate and missing values."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    rows = [{"age": float(a) if a % 7 else None, "sex": ["female", "male", None][a % 3]}
+            for a in rng.integers(20, 80, 60)]
+    kinds = {"age": NUMERIC, "sex": CATEGORICAL}
+    for n_classes in (2, 3):
+        labels = [int((r["age"] or 50) > 50) + (n_classes == 3 and r["sex"] == "male") for r in rows]
+        model = CovariateModel(kinds, n_classes).fit(rows, labels)
+        restored = CovariateModel.from_state(json_roundtrip(model.state()))
+        reference = LogisticRegression(C=1.0, max_iter=2000).fit(model.encoder.transform(rows), labels)
+        expected = reference.predict_proba(model.encoder.transform(rows))
+        assert np.allclose(restored.predict_proba(rows), expected, atol=1e-6)
+        assert np.allclose(restored.prior, np.bincount(labels, minlength=n_classes) / len(labels))
+
+
+def json_roundtrip(state: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(state))
+
+
+def test_ensemble_fuse_averages_the_folds_models():
+    rows = [{"age": float(a)} for a in (20, 25, 30, 35, 60, 65, 70, 75)]
+    a = CovariateModel({"age": NUMERIC}, 2).fit(rows, [0, 0, 0, 0, 1, 1, 1, 1])
+    b = CovariateModel({"age": NUMERIC}, 2).fit(rows, [0, 0, 0, 1, 1, 1, 1, 1])
+    image = np.array([[0.6, 0.4], [0.3, 0.7]])
+    query = [{"age": 28.0}, {"age": None}]
+    expected = fuse(image, (a.predict_proba(query) + b.predict_proba(query)) / 2, (a.prior + b.prior) / 2)
+    assert np.allclose(ensemble_fuse(image, query, [a.state(), b.state()]), expected)
+    assert np.allclose(ensemble_fuse(image, query, [a.state()]), fuse(image, a.predict_proba(query), a.prior))
+
+
+def test_covariate_csv_is_read_by_kind_and_refused_naming_the_line(tmp_path):
+    kinds = {"age": NUMERIC, "site": CATEGORICAL}
+    good = tmp_path / "cov.csv"
+    good.write_text("case,age,site,note\nscan_1,60,3,x\nscan_2,NA,,\n")
+    assert read_covariate_csv(good, kinds) == {"scan_1": {"age": 60.0, "site": "3"},
+                                               "scan_2": {"age": None, "site": None}}
+    for text, words in [("case,age\nscan_1,60\n", "lacks the column(s) site"),
+                        ("case,age,site\nscan_1,sixty,3\n", "line 2: covariate 'age' is numeric but holds 'sixty'"),
+                        ("case,age,site\nscan_1,60,3\nscan_1,61,3\n", "line 3 repeats case 'scan_1'"),
+                        ("case,age,site\n,60,3\n", "line 2 has no case name")]:
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text)
+        with pytest.raises(InputError, match="bad.csv") as e:
+            read_covariate_csv(bad, kinds)
+        assert words in str(e.value)
+    with pytest.raises(InputError, match="no such covariates file"):
+        read_covariate_csv(tmp_path / "absent.csv", kinds)

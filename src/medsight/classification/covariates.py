@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -144,14 +145,20 @@ class CovariateEncoder:
 
 
 class CovariateModel:
-    """Class probabilities from the covariates alone: a logistic regression on the encoded values."""
+    """Class probabilities from the covariates alone: a logistic regression on the encoded values.
+
+    After fitting, the model is its encoder's statistics and the regression's coefficients
+    (:meth:`state`, plain JSON: ``train`` keeps it in each fold's ``decisions.json``), and predicts with
+    numpy alone (:meth:`from_state` restores it)."""
 
     def __init__(self, kinds: dict[str, str], n_classes: int, strength: float = 1.0) -> None:
         self.encoder = CovariateEncoder(dict(kinds))
         self.n_classes = n_classes
         self.strength = strength
         self.prior = np.full(n_classes, 1.0 / n_classes)
-        self._model = None
+        self.classes: np.ndarray | None = None  # class indices the regression learnt (None: no regression)
+        self.coef = np.zeros((0, 0))
+        self.intercept = np.zeros(0)
 
     def fit(self, rows: Sequence[dict[str, Any]], labels: Iterable[int]) -> "CovariateModel":
         """Fit on the training cases' covariates and labels (values 0..n_classes-1)."""
@@ -161,17 +168,55 @@ class CovariateModel:
         counts = np.bincount(labels, minlength=self.n_classes).astype(float)
         self.prior = counts / counts.sum()
         features = self.encoder.fit(rows).transform(rows)
-        self._model = None
+        self.classes = None
         if (counts > 0).sum() >= 2 and features.shape[1]:
-            self._model = LogisticRegression(C=self.strength, max_iter=2000).fit(features, labels)
+            model = LogisticRegression(C=self.strength, max_iter=2000).fit(features, labels)
+            self.classes, self.coef, self.intercept = model.classes_.copy(), model.coef_.copy(), model.intercept_.copy()
         return self
 
     def predict_proba(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
         """(cases, n_classes); a class the training cases lacked, or no model at all, gets the prior."""
         out = np.tile(self.prior, (len(rows), 1))
-        if self._model is not None and len(rows):
-            out[:, self._model.classes_] = self._model.predict_proba(self.encoder.transform(rows))
+        if self.classes is not None and len(rows):
+            logits = self.encoder.transform(rows) @ self.coef.T + self.intercept
+            if len(self.classes) == 2:  # scikit-learn's binary model: one logit, for the second class
+                p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+                probs = np.stack([1.0 - p1, p1], 1)
+            else:
+                logits -= logits.max(1, keepdims=True)
+                probs = np.exp(logits)
+                probs /= probs.sum(1, keepdims=True)
+            out[:, self.classes] = probs
         return out
+
+    def state(self) -> dict:
+        """The fitted model as plain JSON (kinds, encoder statistics, prior, coefficients)."""
+        e = self.encoder
+        return {"kinds": e.kinds, "means": e.means, "scales": e.scales, "levels": e.levels,
+                "n_classes": self.n_classes, "prior": self.prior.tolist(),
+                "classes": None if self.classes is None else self.classes.tolist(),
+                "coef": self.coef.tolist(), "intercept": self.intercept.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "CovariateModel":
+        """The model :meth:`state` saved."""
+        model = cls(state["kinds"], int(state["n_classes"]))
+        model.encoder = CovariateEncoder(dict(state["kinds"]), dict(state["means"]), dict(state["scales"]),
+                                         {k: list(v) for k, v in state["levels"].items()})
+        model.prior = np.asarray(state["prior"], dtype=float)
+        if state.get("classes") is not None:
+            model.classes = np.asarray(state["classes"], dtype=int)
+            model.coef = np.asarray(state["coef"], dtype=float)
+            model.intercept = np.asarray(state["intercept"], dtype=float)
+        return model
+
+
+def ensemble_fuse(image_probs: np.ndarray, rows: Sequence[dict[str, Any]], states: Sequence[dict]) -> np.ndarray:
+    """An ensemble's image probabilities fused with its folds' covariate models (their probabilities and
+    priors averaged, as the folds' image probabilities are)."""
+    models = [CovariateModel.from_state(s) for s in states]
+    covariate_probs = np.mean([m.predict_proba(rows) for m in models], 0)
+    return fuse(image_probs, covariate_probs, np.mean([m.prior for m in models], 0))
 
 
 def fuse(image_probs: np.ndarray, covariate_probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -205,3 +250,44 @@ def stored_rows(names: dict[str, str | None] | Sequence[str], raw_rows: Sequence
         rows.append(row)
     kinds = covariate_kinds(list(declared), rows, source, declared)
     return [{n: as_kind(r[n], kinds[n]) for n in declared} for r in rows], kinds
+
+
+def read_covariate_csv(path: str | Path, kinds: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Case name -> covariate values from a CSV with a ``case`` column (the names ``predict`` gives its
+    inputs) and one column per covariate of ``kinds`` (other columns are ignored). Values are read as the
+    importers read them; a missing column, a repeated case, a value that is not one of a numeric covariate
+    or an unreadable file is refused naming the file (and the line)."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such covariates file", path=path, fix="give a CSV with a case column and "
+                         + ", ".join(kinds))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            reader.fieldnames = columns
+            lines = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"is not a readable CSV ({e})", path=path) from None
+    missing = [c for c in ("case", *kinds) if c not in columns]
+    if missing:
+        raise InputError(f"lacks the column(s) {', '.join(missing)} (it has {', '.join(columns) or 'none'})",
+                         path=path, fix="give a case column and one column per covariate the model was trained with")
+    rows: dict[str, dict[str, Any]] = {}
+    for line, raw in enumerate(lines, start=2):
+        case = (raw.get("case") or "").strip()
+        if not case:
+            raise InputError(f"line {line} has no case name", path=path)
+        if case in rows:
+            raise InputError(f"line {line} repeats case {case!r}", path=path)
+        row = {}
+        for name, kind in kinds.items():
+            value = covariate_value(raw.get(name))
+            if kind == NUMERIC and isinstance(value, str):
+                raise InputError(f"line {line}: covariate {name!r} is numeric but holds {value!r}", path=path,
+                                 fix="give a number, or leave it empty when it is not known")
+            row[name] = as_kind(value, kind)
+        rows[case] = row
+    return rows

@@ -216,5 +216,8 @@ def summary_table(plan: dict) -> str:
                                                           " in float32)" if timed else "")))
     if plan.get("regions"):
         rows.insert(3, ("regions", regions_summary(plan)))
+    if plan.get("covariates"):
+        rows.insert(3, ("covariates", ", ".join(f"{k} ({v})" for k, v in plan["covariates"].items())
+                        + ": a logistic regression per fold, fused with the images' probabilities"))
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(w)}  {v}" for k, v in rows)

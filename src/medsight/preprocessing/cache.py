@@ -133,11 +133,13 @@ def preprocess_dataset(dataset_dir: str | Path, manifest: Manifest, plan: dict, 
 
 
 class CachedCases:
-    """Read access to preprocessed cases (arrays memory-mapped)."""
+    """Read access to preprocessed cases (arrays memory-mapped), and the clinical covariates of each case
+    (from the manifest: not preprocessed, so not cached; empty when the dataset has none)."""
 
-    def __init__(self, folder: str | Path, case_ids: list[str]):
+    def __init__(self, folder: str | Path, case_ids: list[str], covariates: dict[str, dict] | None = None):
         self.folder = Path(folder)
         self.ids = list(case_ids)
+        self.covariates = dict(covariates or {})
         self._props: dict[str, dict] = {}
 
     def __len__(self) -> int:

@@ -149,13 +149,16 @@ def write_report(run_dir: Path) -> Path:
     logs = _read_logs(run_dir)
     if logs:
         parts.append("<h2>Training</h2>" + figures.learning_curves(logs))
-        rows = []
+        rows, fused = [], bool(plan.get("covariates"))
         for fold, rs in logs.items():
             last = rs[-1]
-            dec = run_dir / fold / "decisions.json"
-            secs = json.loads(dec.read_text()).get("train_seconds") if dec.is_file() else None
-            rows.append([fold, len(rs), last["train_loss"], last.get("val_score", ""), secs])
-        parts.append(_table(rows, ["fold", "epochs", "final train loss", "final validation score", "seconds"]))
+            dec_path = run_dir / fold / "decisions.json"
+            dec = json.loads(dec_path.read_text()) if dec_path.is_file() else {}
+            rows.append([fold, len(rs), last["train_loss"], last.get("val_score", ""), dec.get("train_seconds")]
+                        + ([dec.get("validation_auc_images", "-"), dec.get("validation_auc_with_covariates", "-")]
+                           if fused else []))
+        parts.append(_table(rows, ["fold", "epochs", "final train loss", "final validation score", "seconds"]
+                            + (["validation AUC, images", "with covariates"] if fused else [])))
     metric_files = sorted(run_dir.glob("**/metrics.json"))
     for mf in metric_files:
         rel = str(mf.relative_to(run_dir))

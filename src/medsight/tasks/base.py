@@ -67,7 +67,13 @@ class Task(ABC):
     def validate(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device) -> dict[str, float]:
         """Quick validation metrics during training; ``score`` (higher is better) picks the best epoch."""
 
-    def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path) -> dict:
+    def fit_companions(self, plan: dict, train_data: CachedCases) -> dict:
+        """Models fitted beside the network on the fold's training cases (classification: the clinical
+        covariates'), as plain JSON; saved with the decisions and given to :meth:`finalize`. None here."""
+        return {}
+
+    def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path,
+                 companions: dict | None = None) -> dict:
         """After training: decisions made on validation data (post-processing, thresholds); saved by the caller."""
         return {}
 

@@ -60,10 +60,6 @@ class ClassificationTask(Task):
                              "at least two classes", path=manifest.source or None,
                              fix="import images of two or more labels")
         channels = int(fingerprint["num_channels"])
-        if manifest.extra.get("covariates"):
-            logging.getLogger("medsight.plan").warning(
-                f"{manifest.source or manifest.name}: covariates {', '.join(manifest.extra['covariates'])} are fused "
-                "by `medsight compare`; `train` and `predict` classify from the images alone")
         gpu = device.type == "cuda"
         if max(median) <= 64:
             budget = budget_minutes if budget_minutes is not None else self.default_budget_minutes[nd]
@@ -97,6 +93,11 @@ class ClassificationTask(Task):
         })
         if plan["network"]["name"] == "efficientnet_lite0":
             plan["optimizer"]["backbone_lr_factor"] = 0.1
+        if manifest.extra.get("covariates"):  # fused with the network's probabilities (fit_companions)
+            plan["covariates"] = dict(manifest.extra["covariates"])
+            logging.getLogger("medsight.plan").info(
+                f"{manifest.source or manifest.name}: clinical covariates {', '.join(plan['covariates'])} are fused "
+                "with the images (a covariate model per fold; remove `covariates` from plan.json to leave them out)")
         return plan
 
     def _num_train(self, manifest: Manifest) -> int:
@@ -241,17 +242,40 @@ class ClassificationTask(Task):
         auc = float("nan") if auc is None else float(auc)
         return {"score": auc if np.isfinite(auc) else m["accuracy"], "auc": auc, "accuracy": m["accuracy"]}
 
-    def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path) -> dict:
-        """Binary problems: the decision threshold chosen on the validation cases (Youden's J)."""
-        from medsight.evaluation.classification import choose_threshold
+    def fit_companions(self, plan: dict, train_data: CachedCases) -> dict:
+        """The clinical covariates' model of a plan with ``covariates``, fitted on the fold's training cases
+        (:class:`medsight.classification.covariates.CovariateModel`): ``{"covariate_model": state}``."""
+        from medsight.classification.covariates import CovariateModel
 
-        if len(plan["labels"]) != 2 or not len(data):
+        if not plan.get("covariates"):
+            return {}
+        _, y = self._arrays(train_data, plan)
+        model = CovariateModel(plan["covariates"], len(plan["labels"]))
+        model.fit([train_data.covariates.get(i, {}) for i in train_data.ids], y)
+        return {"covariate_model": model.state()}
+
+    def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path,
+                 companions: dict | None = None) -> dict:
+        """Binary problems: the decision threshold chosen on the validation cases (Youden's J), on the
+        probabilities fused with the covariate model when the fold has one (and both validation AUCs kept)."""
+        from medsight.classification.covariates import ensemble_fuse
+        from medsight.evaluation.classification import choose_threshold, roc_auc
+
+        if not len(data):
             return {}
         x, y = self._arrays(data, plan)
         if len(np.unique(y)) < 2:
             return {}
         probs = self._probabilities([model], x, plan, device)
-        return {"threshold": float(choose_threshold(y, probs[:, 1]))}
+        out = {}
+        state = (companions or {}).get("covariate_model")
+        if state:
+            images_auc = roc_auc(y, probs)
+            probs = ensemble_fuse(probs, [data.covariates.get(i, {}) for i in data.ids], [state])
+            out.update(validation_auc_images=float(images_auc), validation_auc_with_covariates=float(roc_auc(y, probs)))
+        if len(plan["labels"]) == 2:
+            out["threshold"] = float(choose_threshold(y, probs[:, 1]))
+        return out
 
     # -- inference --------------------------------------------------------------------------------
     predict_chunk = 256
@@ -265,10 +289,15 @@ class ClassificationTask(Task):
         return self._probabilities(models, array[None], plan, device)[0]
 
     def write_case(self, result: dict, out_dir: Path, plan: dict, decisions: dict) -> list[dict]:
-        """One row of ``predictions.csv``: the predicted class and every class probability."""
+        """One row of ``predictions.csv``: the predicted class and every class probability (fused with the
+        folds' covariate models, when the run has them, from the case's ``covariates``; missing: empty)."""
+        from medsight.classification.covariates import ensemble_fuse
+
         values = class_values(plan)
         threshold = decisions.get("threshold")
         p = np.asarray(result["prediction"], float)
+        if decisions.get("covariate_models"):
+            p = ensemble_fuse(p[None], [result.get("covariates") or {}], decisions["covariate_models"])[0]
         k = int(p[1] >= threshold) if threshold is not None and len(values) == 2 else int(np.argmax(p))
         row = {"case": result["case"], "label": label_token(plan, values[k])}
         row.update({f"prob_{label_token(plan, v)}": f"{q:.6f}" for v, q in zip(values, p)})

@@ -406,7 +406,8 @@ class DetectionTask(Task):
         out.update({f"ap50_{k}": v["ap50"] for k, v in m.items() if k != "mean" and v["ap50"] is not None})
         return out
 
-    def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path) -> dict:
+    def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path,
+                 companions: dict | None = None) -> dict:
         """Record the final model's mAP@0.5 on every validation image (network space, as ``validate``
         computes it) in decisions.json."""
         if not len(data):

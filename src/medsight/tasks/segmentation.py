@@ -394,7 +394,8 @@ class SegmentationTask(Task):
         d = float(np.mean(dices)) if dices else float("nan")
         return {"score": d, "dice": d}
 
-    def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path) -> dict:
+    def finalize(self, model: nn.Module, data: CachedCases, plan: dict, device: torch.device, fold_dir: Path,
+                 companions: dict | None = None) -> dict:
         """Decide post-processing on the validation cases, per trained structure (label value, or region
         name): keep the largest component (the k largest when the references come in k pieces), or remove
         components under a size, only where it raises the mean validation Dice (nnU-Net's rule, extended;
