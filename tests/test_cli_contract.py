@@ -215,6 +215,27 @@ def test_predict_refuses_inputs_that_do_not_fit(tiny_breast, tmp_path):
     assert r.returncode == 2 and "3 channel" in r.stderr and "colour.png" in r.stderr
 
 
+def test_predict_refuses_two_inputs_of_one_case_name(tiny_breast, tmp_path):
+    """Two real images named alike in two folders (or a dataset case and a file of its name) would write one
+    output over the other (or be read as two channels of one case): refused, naming both, nothing written.
+    The same file given twice is one case."""
+    run = api.train(tiny_breast, quiet=True)
+    z = np.load(json.loads((tiny_breast / "manifest.json").read_text())["source"])
+    for folder, i in (("a", 3), ("b", 4)):
+        (tmp_path / folder).mkdir()
+        PILImage.fromarray(z["val_images"][i]).save(tmp_path / folder / "scan.png")
+    r = run_cli("predict", run, tmp_path / "a" / "scan.png", tmp_path / "b", "-o", tmp_path / "o")
+    assert r.returncode == 2 and "two inputs give the case name 'scan'" in r.stderr
+    assert "a/scan.png" in r.stderr and "b/scan.png" in r.stderr and not (tmp_path / "o").exists()
+    PILImage.fromarray(z["val_images"][3]).save(tmp_path / "val_0003.png")
+    r = run_cli("predict", run, tiny_breast, tmp_path / "val_0003.png", "-o", tmp_path / "o")
+    assert r.returncode == 2 and "'val_0003'" in r.stderr and not (tmp_path / "o").exists()
+    r = run_cli("predict", run, tmp_path / "a" / "scan.png", tmp_path / "a", "-o", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "o" / "predictions.csv") as f:
+        assert [row["case"] for row in csv.DictReader(f)] == ["scan"]
+
+
 def test_predict_warns_of_an_image_without_a_picture(tiny_breast, tmp_path):
     run = api.train(tiny_breast, quiet=True)
     # one row of a real BreastMNIST image, repeated: predicted, with a warning naming the file

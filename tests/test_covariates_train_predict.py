@@ -119,10 +119,23 @@ def test_covariates_csv_is_refused_when_it_cannot_be_used(covariate_run, shared_
     assert not (tmp_path / "p").exists()
     # a run without covariates refuses a covariates file
     plain = tmp_path / "plain"
-    api.import_dataset(write_isic_sample(shared_data, tmp_path / "isic", per_class=4), plain, format="folder-json",
-                       progress=False)
+    source = write_isic_sample(shared_data, tmp_path / "isic", per_class=4)
+    api.import_dataset(source, plain, format="folder-json", progress=False)
     api.train(plain, fold=0, epochs=1, budget_minutes=0.05, quiet=True)
     assert "covariates" not in json.loads((plain / "run" / "plan.json").read_text())
     with pytest.raises(InputError, match="trained without clinical covariates"):
         api.predict(plain / "run", [image], tmp_path / "q", covariates=table, quiet=True)
     assert not (tmp_path / "q").exists()
+    # importing the same images again with covariates replans (the cases' signatures did not change)
+    api.import_dataset(source, plain, format="folder-json", progress=False, covariates=AGE)
+    assert api.ensure_plan(plain, quiet=True)["covariates"] == {AGE: "numeric"}
+
+
+def test_export_keeps_the_folds_covariate_model_beside_the_network(covariate_run, tmp_path):
+    run_dir = covariate_run / "run"
+    api.export(run_dir, tmp_path / "model.onnx", fold=1, quiet=True)
+    sidecar = json.loads((tmp_path / "model.plan.json").read_text())
+    decisions = json.loads((run_dir / "fold_1" / "decisions.json").read_text())
+    assert sidecar["covariates"] == {AGE: "numeric", SEX: "categorical"}
+    assert sidecar["decisions"]["covariate_model"] == decisions["covariate_model"]
+    assert sidecar["decisions"]["threshold"] == decisions["threshold"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -81,6 +82,8 @@ def plan(dataset_dir: str | Path, budget_minutes: float | None = None, device: s
     dev = resolve_device(device)
     p = make_plan(manifest, fp, budget_minutes=budget_minutes, device=dev, measure=measure)
     p["fingerprint_signature"] = fp["signature"]
+    if manifest.extra.get("covariates"):  # what the import held when planned (the plan's own may be removed)
+        p["covariates_imported"] = dict(manifest.extra["covariates"])
     save_plan(p, dataset_dir)
     _log(f"plan written to {Path(dataset_dir) / PLAN_NAME}\n{summary_table(p)}", quiet)
     return p
@@ -94,7 +97,9 @@ def ensure_plan(dataset_dir: str | Path, budget_minutes: float | None = None, de
     if path.is_file():
         p = load_plan(path)
         fp = fingerprint(dataset_dir, progress=not quiet)
-        data_same = p.get("fingerprint_signature") == fp["signature"]
+        # covariates are not in the cases' signatures: an import that added or changed them replans
+        data_same = (p.get("fingerprint_signature") == fp["signature"]
+                     and p.get("covariates_imported") == (manifest.extra.get("covariates") or None))
         budget_same = budget_minutes is None or float(budget_minutes) == float(p.get("budget_minutes", -1))
         if data_same and budget_same and p.get("task") == manifest.task:
             return p
@@ -255,7 +260,8 @@ def _resolve_inputs(inputs: Sequence[str | Path], strip: bool, dims: int | None 
     the folder (its mask is written as ``.nii.gz`` on the series' grid), and a folder holding no image
     files gives one case per immediate subfolder that holds DICOM files. Single-file DICOM images stay one
     case each (as every ``.dcm`` file does for a 2D run). A folder mixing several series, or a series whose
-    slices are not evenly spaced, is refused here, before anything is predicted or written.
+    slices are not evenly spaced, is refused here, before anything is predicted or written, as are two inputs
+    of one case name from different places (:func:`_add_case`).
     """
     from medsight.datasets.manifest import MANIFEST_NAME
 
@@ -266,8 +272,9 @@ def _resolve_inputs(inputs: Sequence[str | Path], strip: bool, dims: int | None 
             m = Manifest.load(path)
             for c in m.cases:
                 ext = split_extension(Path(c.images[0].split("::")[0]).name)[1]
-                cases[c.id] = {"case": c.id, "files": list(c.images), "extension": ".nii.gz" if ext == ".npz" else ext,
-                               "covariates": dict(c.covariates)}
+                _add_case(cases, c.id, {"case": c.id, "files": list(c.images),
+                                        "extension": ".nii.gz" if ext == ".npz" else ext,
+                                        "covariates": dict(c.covariates)}, origin=f"dataset {path.resolve()}")
             continue
         series: list[Path] = []
         if path.is_dir():
@@ -285,13 +292,31 @@ def _resolve_inputs(inputs: Sequence[str | Path], strip: bool, dims: int | None 
         else:
             raise InputError("no such file or folder", path=path)
         for folder in series:  # extension '' (no image format): the mask is written as .nii.gz
-            entry = cases.setdefault(folder.name, {"case": folder.name, "files": [], "extension": ""})
-            entry["files"].append(str(folder))
+            _add_case(cases, folder.name, {"case": folder.name, "files": [str(folder)], "extension": ""},
+                      origin=f"series {folder.resolve()}")
         for f in files:
             name, ext = case_name(f, strip)
-            entry = cases.setdefault(name, {"case": name, "files": [], "extension": ext})
-            entry["files"].append(str(f))
-    return list(cases.values())
+            # channel files of one case (DESIGN.md's _0000 suffix) lie in one folder; any other repeat is a clash
+            origin = f"channels in {Path(f).resolve().parent}" if strip else f"file {Path(f).resolve()}"
+            _add_case(cases, name, {"case": name, "files": [str(f)], "extension": ext}, origin=origin)
+    return [{k: v for k, v in c.items() if k != "origin"} for c in cases.values()]
+
+
+def _add_case(cases: dict[str, dict], name: str, entry: dict, origin: str) -> None:
+    """Add an input case, or a channel file to the case of that name from the same ``origin``; two inputs
+    of one case name from different places (same-named files or series folders of two parents, a dataset's
+    case and a file) are refused: their outputs would overwrite each other. A file given twice counts once."""
+    known = cases.get(name)
+    if known is None:
+        cases[name] = {**entry, "origin": origin}
+        return
+    if known["origin"] == origin:
+        seen = {os.path.abspath(f) for f in known["files"]}
+        known["files"] += [f for f in entry["files"] if os.path.abspath(f) not in seen]
+        return
+    raise InputError(f"two inputs give the case name {name!r} ({known['files'][0]} and {entry['files'][0]}): their "
+                     "outputs would overwrite each other", path=entry["files"][0],
+                     fix="predict them into separate output folders, or rename one")
 
 
 def _dicom_files(folder: Path) -> list[Path]:

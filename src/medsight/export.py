@@ -27,7 +27,8 @@ class _EvalOutput(torch.nn.Module):
 
 
 def export_onnx(run_dir: Path, output: Path | None = None, fold: int | str | None = None) -> Path:
-    """Write the network of one fold (the first trained one by default) as ONNX and the plan beside it."""
+    """Write the network of one fold (the first trained one by default) as ONNX and the plan beside it, with
+    the fold's decisions (a classifier's threshold and covariate model, post-processing) under ``decisions``."""
     output = output or run_dir / "model.onnx"
     if output.is_dir():
         raise InputError("is a folder, not a file", path=output, fix="give the ONNX file to write, e.g. -o model.onnx")
@@ -49,5 +50,7 @@ def export_onnx(run_dir: Path, output: Path | None = None, fold: int | str | Non
                           dynamic_axes={"image": {0: "batch", **spatial}, "logits": {0: "batch", **spatial}},
                           dynamo=False)
     plan_out = output.with_suffix(".plan.json")
-    plan_out.write_text(json.dumps({**plan, "exported_from": str(folds[0])}, indent=1))
+    decisions_path = folds[0] / "decisions.json"
+    decisions = json.loads(decisions_path.read_text()) if decisions_path.is_file() else {}
+    plan_out.write_text(json.dumps({**plan, "exported_from": str(folds[0]), "decisions": decisions}, indent=1))
     return output

@@ -165,7 +165,7 @@ def plan_hash(plan: dict) -> str:
     # inference settings (overlap, mirroring, NMS, how regions are painted into labels) may be edited
     # after training without retraining
     skip = {"measured_step_seconds", "measured_epoch_parts", "precision_step_seconds", "budget_minutes", "medsight_version", "device_planned", "fingerprint_signature",
-            "inference", "regions_class_order"}
+            "inference", "regions_class_order", "covariates_imported"}
     sub = {k: v for k, v in plan.items() if k not in skip}
     return hashlib.sha1(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
 
