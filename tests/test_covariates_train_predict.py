@@ -117,6 +117,11 @@ def test_covariates_csv_is_refused_when_it_cannot_be_used(covariate_run, shared_
     code = main(["predict", str(run_dir), image, "-o", str(tmp_path / "p"), "--covariates", str(table)])
     assert code != 0 and "ages.csv" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+    elsewhere = tmp_path / "other.csv"  # every column, but for cases not given: a mix-up, not missing values
+    elsewhere.write_text(f"case,{AGE},{SEX}\nsomeone_else,60,male\n")
+    with pytest.raises(InputError, match="other.csv: names none of the 1 input case"):
+        api.predict(run_dir, [image], tmp_path / "p", covariates=elsewhere, quiet=True)
+    assert not (tmp_path / "p").exists()
     # a run without covariates refuses a covariates file
     plain = tmp_path / "plain"
     source = write_isic_sample(shared_data, tmp_path / "isic", per_class=4)

@@ -445,6 +445,10 @@ def _attach_covariates(cases: list[dict], p: dict, csv_path: str | Path | None, 
                              "--option covariates=...")
         return
     given = read_covariate_csv(csv_path, kinds) if csv_path is not None else {}
+    if given and cases and not any(c["case"] in given for c in cases):
+        raise InputError(f"names none of the {len(cases)} input case(s) (first input {cases[0]['case']!r}, first in "
+                         f"the file {next(iter(given))!r})", path=csv_path,
+                         fix="name each case as predict does: the file name without its extension")
     for c in cases:
         c["covariates"] = given.get(c["case"], c.get("covariates") or {})
     bare = [c["case"] for c in cases if all(c["covariates"].get(n) is None for n in kinds)]

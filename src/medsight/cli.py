@@ -291,6 +291,10 @@ def dispatch(args: argparse.Namespace) -> None:
                                n_folds=args.folds, val_cases=args.val_cases, **_importer_options(args))
         print(f"imported {len(m.cases)} {m.task} cases ({m.dims}D, channels {', '.join(m.channels)}, "
               f"{len(m.splits)} folds) into {args.dataset_dir}")
+        if m.extra.get("covariates"):
+            from medsight.classification.covariates import covariate_summary
+
+            print("clinical covariates:\n" + covariate_summary(m.extra["covariates"], [c.covariates for c in m.cases]))
     elif args.command == "plan":
         api.plan(args.dataset_dir, args.budget_minutes, args.device)
     elif args.command == "preprocess":

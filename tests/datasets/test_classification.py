@@ -180,6 +180,40 @@ def test_json_covariates_refused(isic: Path, tmp_path: Path, option: str, proble
     assert not (tmp_path / "ds").exists()
 
 
+def test_covariate_that_looks_numeric_is_flagged_and_the_import_lists_the_covariates(isic, tmp_path, caplog,
+                                                                                     capsys):
+    """Ages written with units ("63y") or a decimal comma are text, so the covariate is found categorical:
+    a warning says so and how to declare it; the CLI lists each covariate's kind, levels or range, missing."""
+    import logging
+
+    from medsight.cli import main
+
+    rows = _isic_rows(isic)[:12]
+    ages = ["63y", "41y", "", "70y"] * 3
+    csv_path = _write_csv(tmp_path / "labels.csv", ["file", "label", "age", "sex"],
+                          [[name, label, age, "male" if n % 3 else "female"]
+                           for n, ((name, label), age) in enumerate(zip(rows, ages))])
+    with caplog.at_level(logging.WARNING, logger="medsight.datasets"):
+        import_dataset(isic, tmp_path / "ds", format="folder-csv", csv=str(csv_path), covariates="age,sex",
+                       progress=False)
+    assert "covariate 'age' is categorical with 3 levels (e.g. '41y', '63y', '70y')" in caplog.text
+    assert "declare age:numeric" in caplog.text and "'sex'" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="medsight.datasets"):  # declared: the user knows
+        import_dataset(isic, tmp_path / "coded", format="folder-csv", csv=str(csv_path),
+                       covariates="age:categorical,sex", progress=False)
+    assert "is categorical with" not in caplog.text
+    numeric = _write_csv(tmp_path / "numeric.csv", ["file", "label", "age", "sex"],
+                         [[name, label, age[:-1], "male" if n % 3 else "female"]
+                          for n, ((name, label), age) in enumerate(zip(rows, ages))])
+    capsys.readouterr()
+    assert main(["import", str(isic), str(tmp_path / "cli"), "--format", "folder-csv", "--option", f"csv={numeric}",
+                 "--option", "covariates=age,sex"]) == 0
+    printed = capsys.readouterr().out
+    assert "  age (numeric, 41 to 70; missing in 3 of 12)" in printed
+    assert "  sex (categorical, 2 levels: female, male; missing in 0 of 12)" in printed
+
+
 def test_csv_covariates(isic: Path, tmp_path: Path):
     rows = _isic_rows(isic)[:12]
     cells = ["63", "", "nan", "41.5"] * 3

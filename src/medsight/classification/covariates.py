@@ -249,7 +249,44 @@ def stored_rows(names: dict[str, str | None] | Sequence[str], raw_rows: Sequence
                 raise InputError(f"covariate {name!r} holds no single value ({e})", path=place) from None
         rows.append(row)
     kinds = covariate_kinds(list(declared), rows, source, declared)
-    return [{n: as_kind(r[n], kinds[n]) for n in declared} for r in rows], kinds
+    stored = [{n: as_kind(r[n], kinds[n]) for n in declared} for r in rows]
+    for name, kind in kinds.items():
+        if kind == CATEGORICAL and declared.get(name) is None:
+            _warn_if_numeric_in_disguise(name, [r[name] for r in stored if r[name] is not None], source)
+    return stored, kinds
+
+
+#: a categorical covariate of more levels than this is likely a number written with text (or an identifier)
+MANY_LEVELS = 20
+
+
+def _warn_if_numeric_in_disguise(name: str, values: list[str], source: str) -> None:
+    """Warn when a covariate found categorical looks like numbers written with units or a decimal comma
+    (``60y``, ``1,5``), or has so many levels that one-hot encoding would learn little from each."""
+    import logging
+    import re
+
+    levels = sorted(set(values))
+    numeric_start = sum(bool(re.match(r"\s*[-+]?\d", v)) for v in values)
+    if values and (numeric_start >= 0.8 * len(values) or len(levels) > MANY_LEVELS):
+        logging.getLogger("medsight.datasets").warning(
+            f"{source}: covariate {name!r} is categorical with {len(levels)} levels (e.g. {', '.join(map(repr, levels[:3]))}): "
+            f"if it is a number, write it as one (no units, a decimal point) or declare {name}:{NUMERIC} to find the "
+            f"values that are not; if it is a code, declare {name}:{CATEGORICAL}")
+
+
+def covariate_summary(kinds: dict[str, str], rows: Sequence[dict[str, Any]]) -> str:
+    """One line per covariate for the import's report: its kind, its levels or range, how many values miss."""
+    lines = []
+    for name, kind in kinds.items():
+        given = [r.get(name) for r in rows if r.get(name) is not None]
+        if kind == NUMERIC:
+            what = f"numeric, {min(given):g} to {max(given):g}" if given else "numeric"
+        else:
+            levels = sorted(set(given))
+            what = f"categorical, {len(levels)} levels: " + ", ".join(levels[:6]) + (" ..." if len(levels) > 6 else "")
+        lines.append(f"  {name} ({what}; missing in {len(rows) - len(given)} of {len(rows)})")
+    return "\n".join(lines)
 
 
 def read_covariate_csv(path: str | Path, kinds: dict[str, str]) -> dict[str, dict[str, Any]]:
