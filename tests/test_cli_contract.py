@@ -296,3 +296,16 @@ def test_run_takes_the_importers_arguments_and_cross_validates_segmentation(tmp_
     with open(predictions / "volumes.csv") as f:
         assert {row["case"] for row in csv.DictReader(f)} == {c["id"] for c in manifest["cases"]}
     assert len(list(predictions.glob("*.png"))) == 4
+
+
+def test_import_and_run_offer_every_importer_format():
+    """`import --format` and `run --format` list the importers' layouts (run's was free text, refused only
+    inside the import)."""
+    from medsight.cli import IMPORT_FORMATS, build_parser
+    from medsight.datasets.importers import FORMATS
+
+    assert IMPORT_FORMATS == ["auto", *FORMATS]
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "src", "out", "--format", "nifti-folder"])
+    assert parser.parse_args(["run", "src", "out", "--format", "voc"]).format == "voc"

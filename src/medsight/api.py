@@ -418,7 +418,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     info, p, task, models, decisions = load_run(run_dir, dev, folds)
     strip = bool(info["manifest"].get("strip_channel_suffix"))
     cases = _resolve_inputs(inputs, strip, p["dims"])
-    _attach_covariates(cases, p, covariates, quiet)
+    _attach_covariates(cases, p, covariates)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     done: dict[str, list[dict]] = {}
@@ -432,7 +432,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     return out_dir
 
 
-def _attach_covariates(cases: list[dict], p: dict, csv_path: str | Path | None, quiet: bool) -> None:
+def _attach_covariates(cases: list[dict], p: dict, csv_path: str | Path | None) -> None:
     """Each case's covariate values for a run trained with them (a CSV's ahead of a dataset's); a warning
     counts the cases with none. A CSV for a run without covariates is refused."""
     from medsight.classification.covariates import read_covariate_csv
@@ -455,7 +455,8 @@ def _attach_covariates(cases: list[dict], p: dict, csv_path: str | Path | None, 
     if bare:
         logging.getLogger("medsight.predict").warning(
             f"{len(bare)} of {len(cases)} case(s) have no value of the covariates {', '.join(kinds)} the model was "
-            f"trained with (first: {bare[0]}): they count as missing; give them with --covariates FILE.csv")
+            f"trained with (first: {bare[0]}): they count as missing, as in training (values can be given with "
+            "--covariates FILE.csv)")
 
 
 def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict, p: dict, task, models, decisions,

@@ -59,6 +59,10 @@ def _options(pairs: list[str] | None) -> dict:
     return out
 
 
+#: the layouts `import` (and `run`) read; "auto" finds it from the source
+IMPORT_FORMATS = ["auto", "msd", "pairs", "cases", "folder-csv", "folder-json", "medmnist", "voc", "dicom"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -78,8 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
             "medsight import ../shared/data/medmnist/breastmnist.npz work/breast")
     p.add_argument("source")
     p.add_argument("dataset_dir")
-    p.add_argument("--format", default="auto",
-                   choices=["auto", "msd", "pairs", "cases", "folder-csv", "folder-json", "medmnist", "voc", "dicom"])
+    p.add_argument("--format", default="auto", choices=IMPORT_FORMATS)
     p.add_argument("--task", choices=["classification", "detection", "segmentation"])
     _add_importer_arguments(p)
     p.add_argument("--val-cases", nargs="+", metavar="ID",
@@ -142,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
             "medsight run ../shared/data/medmnist/breastmnist.npz out/breast")
     p.add_argument("source")
     p.add_argument("out_dir")
-    p.add_argument("--format", default="auto")
+    p.add_argument("--format", default="auto", choices=IMPORT_FORMATS)
     p.add_argument("--task", choices=["classification", "detection", "segmentation"])
     _add_importer_arguments(p)
     p.add_argument("--fold", type=_training_fold, default=0,
