@@ -68,6 +68,10 @@ def test_each_fold_keeps_a_covariate_model_of_its_training_cases(covariate_run):
         assert 0 <= decisions["validation_auc_images"] <= 1 and 0 <= decisions["validation_auc_with_covariates"] <= 1
     page = (run_dir / "report.html").read_text()
     assert f"{AGE} (numeric), {SEX} (categorical)" in page and "validation AUC, images" in page
+    from medsight.classification.covariates import odds_ratios
+
+    fold0 = odds_ratios(json.loads((run_dir / "fold_0" / "decisions.json").read_text())["covariate_model"])
+    assert "<h3>Covariate models</h3>" in page and f"<td>{AGE}</td><td>{fold0[AGE]:.4f}</td>" in page
 
 
 def test_cross_validation_predictions_are_fused_with_the_folds_covariates(covariate_run):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from medsight.classification.covariates import (CATEGORICAL, NUMERIC, CovariateEncoder, CovariateModel, covariate_kinds,
-                                                covariate_value, ensemble_fuse, fuse, parse_names, read_covariate_csv,
-                                                stored_rows)
+                                                covariate_value, ensemble_fuse, fuse, odds_ratios, parse_names,
+                                                read_covariate_csv, stored_rows)
 from medsight.errors import InputError
 
 
@@ -144,3 +144,12 @@ def test_covariate_csv_is_read_by_kind_and_refused_naming_the_line(tmp_path):
         assert words in str(e.value)
     with pytest.raises(InputError, match="no such covariates file"):
         read_covariate_csv(tmp_path / "absent.csv", kinds)
+
+
+def test_odds_ratios_name_each_encoded_column():
+    rows = [{"age": float(a), "sex": s} for a, s in zip((20, 25, 30, 35, 60, 65, 70, 75), "fmfmfmfm")]
+    model = CovariateModel({"age": NUMERIC, "sex": CATEGORICAL}, 2).fit(rows, [0, 0, 0, 0, 1, 1, 1, 1])
+    ratios = odds_ratios(model.state())
+    assert list(ratios) == ["age", "age missing", "sex = f", "sex = m"] == model.encoder.column_names()
+    assert ratios["age"] > 2 and np.isclose(ratios["age"], math.exp(model.coef[0][0]))
+    assert odds_ratios(CovariateModel({"age": NUMERIC}, 3).fit(rows, [0, 1, 2, 0, 1, 2, 0, 1]).state()) is None

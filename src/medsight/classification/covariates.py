@@ -129,6 +129,14 @@ class CovariateEncoder:
                 self.levels[name] = sorted(set(given))
         return self
 
+    def column_names(self) -> list[str]:
+        """What each column of :meth:`transform` holds: ``age``, ``age missing``, ``sex = male``, ..."""
+        names = []
+        for name, kind in self.kinds.items():
+            names += ([name, f"{name} missing"] if kind == NUMERIC
+                      else [f"{name} = {level}" for level in self.levels[name]])
+        return names
+
     def transform(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
         """(cases, columns): per numeric covariate its standard score and a missing flag, per categorical
         one column per training level."""
@@ -209,6 +217,16 @@ class CovariateModel:
             model.coef = np.asarray(state["coef"], dtype=float)
             model.intercept = np.asarray(state["intercept"], dtype=float)
         return model
+
+
+def odds_ratios(state: dict) -> dict[str, float] | None:
+    """A binary covariate model's odds ratio for the second class per encoded column (per standard deviation
+    for a numeric covariate, against the reference of no level for a categorical one); None when the model
+    is not a binary regression."""
+    model = CovariateModel.from_state(state)
+    if model.classes is None or len(model.classes) != 2:
+        return None
+    return dict(zip(model.encoder.column_names(), np.exp(model.coef[0]).tolist()))
 
 
 def ensemble_fuse(image_probs: np.ndarray, rows: Sequence[dict[str, Any]], states: Sequence[dict]) -> np.ndarray:

@@ -116,6 +116,27 @@ def _detection_table(metrics: dict) -> str:
                    "boxes", "detections"])
 
 
+def _covariate_table(run_dir: Path, folds: list[str]) -> str:
+    """Each fold's covariate model as odds ratios (binary tasks): what age, sex, ... say on their own."""
+    from medsight.classification.covariates import odds_ratios
+
+    per_fold = {}
+    for fold in folds:
+        path = run_dir / fold / "decisions.json"
+        state = json.loads(path.read_text()).get("covariate_model") if path.is_file() else None
+        ratios = odds_ratios(state) if state else None
+        if ratios:
+            per_fold[fold] = ratios
+    if not per_fold:
+        return ""
+    columns = list(dict.fromkeys(c for ratios in per_fold.values() for c in ratios))
+    rows = [[c, *[per_fold[f].get(c, "-") for f in per_fold]] for c in columns]
+    return ("<h3>Covariate models</h3><p>Odds ratio of the second class per column of each fold's logistic "
+            "regression on the covariates alone: per standard deviation of a numeric covariate (and for a "
+            "missing value), per level of a categorical one against none of its levels.</p>"
+            + _table(rows, ["covariate", *per_fold]))
+
+
 def _classification_plots(metrics: dict) -> str:
     from medsight.evaluation.classification import reliability_curve, roc_curve_points
 
@@ -159,6 +180,8 @@ def write_report(run_dir: Path) -> Path:
                            if fused else []))
         parts.append(_table(rows, ["fold", "epochs", "final train loss", "final validation score", "seconds"]
                             + (["validation AUC, images", "with covariates"] if fused else [])))
+        if fused:
+            parts.append(guarded("covariate models", lambda: _covariate_table(run_dir, list(logs))))
     metric_files = sorted(run_dir.glob("**/metrics.json"))
     for mf in metric_files:
         rel = str(mf.relative_to(run_dir))
