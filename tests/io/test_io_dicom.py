@@ -93,3 +93,27 @@ def test_series_header_from_first_and_last_file(series_folder, tmp_path):
     np.testing.assert_allclose(info.spacing, image.spacing, rtol=1e-5)
     np.testing.assert_allclose(info.origin, image.origin, atol=1e-4)
     np.testing.assert_allclose(info.direction, image.direction, atol=1e-6)
+
+
+def test_a_folder_is_scanned_once_until_its_files_change(shared_data, tmp_path, monkeypatch):
+    """`predict` checks a series folder, then reads it: the second look neither scans (GDCM) nor reads the
+    slice headers again; a file changed or added in between is seen."""
+    import os
+
+    from medsight.io import dicom
+
+    brain = sitk.ReadImage(str(shared_data / "io_samples/pyradiomics/brain1_image.nrrd"))[:, :, BRAIN_SLICES]
+    _write_series(brain, tmp_path, BRAIN_UID, "brain", [f"s{k}" for k in range(brain.GetDepth())])
+    scans, header_reads = [], []
+    scan, positions = dicom._scan_series, dicom._slice_positions
+    monkeypatch.setattr(dicom, "_scan_series", lambda folder: scans.append(folder) or scan(folder))
+    monkeypatch.setattr(dicom, "_slice_positions", lambda files: header_reads.append(len(files)) or positions(files))
+    first = list_dicom_series(tmp_path)
+    dicom.check_slice_spacing(tmp_path, first[0])
+    image = read_series(tmp_path)
+    assert len(scans) == 1 and header_reads == [brain.GetDepth()]
+    assert image.array.shape[-3:] == brain.GetSize()  # (x, y, z)
+    stat = os.stat(tmp_path / "s0.dcm")
+    os.utime(tmp_path / "s0.dcm", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))
+    read_series(tmp_path)
+    assert len(scans) == 2 and len(header_reads) == 2

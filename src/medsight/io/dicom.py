@@ -8,6 +8,7 @@ a multi-frame file reads as 3D. Rescale slope and intercept are applied.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,11 +98,34 @@ def _series_tags(first_file: str) -> dict[str, str]:
     return {tag: str(dataset.get(tag, "") or "") for tag in _TAGS}
 
 
+#: what a folder's scan found, keyed by the folder and its files' names, sizes and times (so a changed file
+#: scans again): ``predict`` checks a series folder before it writes anything, then reads it
+_SCANS: dict[tuple, list[DicomSeries]] = {}
+_EVENLY_SPACED: set[tuple] = set()
+_MAX_REMEMBERED = 64
+
+
+def _folder_key(folder: Path) -> tuple:
+    entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_file())
+    return (str(folder.resolve()), tuple(entries))
+
+
 def list_dicom_series(folder: str | Path) -> list[DicomSeries]:
-    """The DICOM series in ``folder`` (not its subfolders), each with its files sorted by position."""
+    """The DICOM series in ``folder`` (not its subfolders), each with its files sorted by position (a folder
+    whose files have not changed since it was last scanned in this process is not scanned again)."""
+    folder = _folder(folder)
+    key = _folder_key(folder)
+    if key not in _SCANS:
+        if len(_SCANS) >= _MAX_REMEMBERED:
+            _SCANS.clear()
+            _EVENLY_SPACED.clear()
+        _SCANS[key] = _scan_series(folder)
+    return list(_SCANS[key])
+
+
+def _scan_series(folder: Path) -> list[DicomSeries]:
     import SimpleITK as sitk
 
-    folder = _folder(folder)
     series = []
     for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
         files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
@@ -165,6 +189,9 @@ def check_slice_spacing(folder: Path, series: DicomSeries) -> None:
     one regular grid, every slice beyond the gap would sit at the wrong position."""
     if series.num_files < 3:
         return
+    key = (_folder_key(folder), series.uid)
+    if key in _EVENLY_SPACED:  # checked before in this process, files unchanged
+        return
     positions = _slice_positions(series.files)
     if positions is None:
         return
@@ -185,6 +212,7 @@ def check_slice_spacing(folder: Path, series: DicomSeries) -> None:
                          f"{Path(series.files[i + 1]).name}, {median:.4g} mm between most slices "
                          f"({uneven.size} uneven step(s) in {series.num_files} slices)", path=folder,
                          fix="add the missing slices" if gap else "resample the series onto evenly spaced slices")
+    _EVENLY_SPACED.add(key)
 
 
 def read_series(folder: str | Path, series_uid: str | None = None) -> Image:
