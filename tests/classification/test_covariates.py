@@ -136,7 +136,8 @@ def test_covariate_csv_is_read_by_kind_and_refused_naming_the_line(tmp_path):
     for text, words in [("case,age\nscan_1,60\n", "lacks the column(s) site"),
                         ("case,age,site\nscan_1,sixty,3\n", "line 2: covariate 'age' is numeric but holds 'sixty'"),
                         ("case,age,site\nscan_1,60,3\nscan_1,61,3\n", "line 3 repeats case 'scan_1'"),
-                        ("case,age,site\n,60,3\n", "line 2 has no case name")]:
+                        ("case,age,site\n,60,3\n", "line 2 has no case name"),
+                        ("case,age,site\n", "holds no rows under its header")]:
         bad = tmp_path / "bad.csv"
         bad.write_text(text)
         with pytest.raises(InputError, match="bad.csv") as e:

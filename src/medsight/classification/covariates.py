@@ -330,6 +330,8 @@ def read_covariate_csv(path: str | Path, kinds: dict[str, str]) -> dict[str, dic
     if missing:
         raise InputError(f"lacks the column(s) {', '.join(missing)} (it has {', '.join(columns) or 'none'})",
                          path=path, fix="give a case column and one column per covariate the model was trained with")
+    if not lines:
+        raise InputError("holds no rows under its header", path=path, fix="give one row per case")
     rows: dict[str, dict[str, Any]] = {}
     for line, raw in enumerate(lines, start=2):
         case = (raw.get("case") or "").strip()
