@@ -111,6 +111,13 @@ def test_predict_takes_covariates_from_a_csv(covariate_run, tmp_path, caplog):
                                           (ensemble_fuse(images, rows, states), given, rows)):
         got = np.array([[float(written[c.id]["prob_0"]), float(written[c.id]["prob_1"])] for c in cases])
         assert np.allclose(got, expected, atol=2e-6), covariates
+    # --continue keeps what was written: with the same values it goes on, with other values it refuses
+    api.predict(run_dir, files, tmp_path / "given", continue_=True, covariates=table, quiet=True)
+    table.write_text(table.read_text().replace(f"{cases[1].id},70,", f"{cases[1].id},71,"))
+    with pytest.raises(InputError, match=rf"case '{cases[1].id}' was predicted here with other covariate values "
+                                         rf"\({AGE} 70.0 -> 71.0\)"):
+        api.predict(run_dir, files, tmp_path / "given", continue_=True, covariates=table, quiet=True)
+    assert _read(tmp_path / "given" / "predictions.csv") == given
 
 
 def test_covariates_csv_is_refused_when_it_cannot_be_used(covariate_run, shared_data, tmp_path, capsys):

@@ -469,6 +469,7 @@ def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict,
         remove_stale_temporaries(folder)  # of a predict killed while writing a case
     if continue_:
         done.update(_predicted_rows(out_dir))
+        _check_same_covariates(out_dir, [e for e in cases if e["case"] in done])
     else:
         state_path.unlink(missing_ok=True)
     n_channels = int(p["network"].get("in_channels", len(p.get("channels", [])) or 3))
@@ -485,12 +486,37 @@ def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict,
                                     "covariates": entry.get("covariates"),
                                     "save_probabilities": save_probabilities}, out_dir, p, decisions)
             done[entry["case"]] = rows
+            record = {"case": entry["case"], "rows": rows}
+            if entry.get("covariates") is not None:  # what the case was fused with, checked by --continue
+                record["covariates"] = entry["covariates"]
             with open(state_path, "a") as f:
-                f.write(json.dumps({"case": entry["case"], "rows": rows}) + "\n")
+                f.write(json.dumps(record) + "\n")
             bar.update()
     bar.close()
     all_rows = [r for c in cases for r in done.get(c["case"], [])]
     task.write_summary(all_rows, out_dir, p, decisions)
+
+
+def _check_same_covariates(out_dir: Path, written: list[dict]) -> None:
+    """``--continue`` keeps the cases already written: refuse when one of them was fused with covariate
+    values other than the ones given now (its row would disagree with the rest)."""
+    state_path = out_dir / PREDICT_STATE
+    if not written or not state_path.is_file():
+        return
+    recorded = {}
+    for line in state_path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        recorded[rec["case"]] = rec.get("covariates")
+    for entry in written:
+        before, now = recorded.get(entry["case"]), entry.get("covariates")
+        if before is not None and now is not None and before != now:
+            changed = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+                                if before.get(k) != now.get(k))
+            raise InputError(f"case {entry['case']!r} was predicted here with other covariate values ({changed})",
+                             path=out_dir, fix="predict into a new folder, or again without --continue")
 
 
 def _predicted_rows(out_dir: Path) -> dict[str, list[dict]]:
