@@ -468,8 +468,9 @@ def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict,
     for folder in (out_dir, *(d for d in out_dir.iterdir() if d.is_dir())):
         remove_stale_temporaries(folder)  # of a predict killed while writing a case
     if continue_:
-        done.update(_predicted_rows(out_dir))
-        _check_same_covariates(out_dir, [e for e in cases if e["case"] in done])
+        records = _predicted_records(out_dir)
+        _check_same_covariates(records, [e for e in cases if e["case"] in records], out_dir)
+        done.update({case: rec["rows"] for case, rec in records.items()})
     else:
         state_path.unlink(missing_ok=True)
     n_channels = int(p["network"].get("in_channels", len(p.get("channels", [])) or 3))
@@ -497,21 +498,12 @@ def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict,
     task.write_summary(all_rows, out_dir, p, decisions)
 
 
-def _check_same_covariates(out_dir: Path, written: list[dict]) -> None:
-    """``--continue`` keeps the cases already written: refuse when one of them was fused with covariate
-    values other than the ones given now (its row would disagree with the rest)."""
-    state_path = out_dir / PREDICT_STATE
-    if not written or not state_path.is_file():
-        return
-    recorded = {}
-    for line in state_path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        recorded[rec["case"]] = rec.get("covariates")
+def _check_same_covariates(records: dict[str, dict], written: list[dict], out_dir: Path) -> None:
+    """``--continue`` keeps the cases already written (``records``, :func:`_predicted_records`): refuse when
+    one of them was fused with covariate values other than the ones given now (its row would disagree with
+    the rest)."""
     for entry in written:
-        before, now = recorded.get(entry["case"]), entry.get("covariates")
+        before, now = records[entry["case"]].get("covariates"), entry.get("covariates")
         if before is not None and now is not None and before != now:
             changed = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
                                 if before.get(k) != now.get(k))
@@ -519,18 +511,24 @@ def _check_same_covariates(out_dir: Path, written: list[dict]) -> None:
                              path=out_dir, fix="predict into a new folder, or again without --continue")
 
 
-def _predicted_rows(out_dir: Path) -> dict[str, list[dict]]:
-    """Case id -> its summary rows, for every case ``predict`` finished in ``out_dir`` (a cut last line skipped)."""
+def _predicted_records(out_dir: Path) -> dict[str, dict]:
+    """Case id -> its line of ``predict``'s state (summary rows, covariates used), for every case ``predict``
+    finished in ``out_dir`` (a cut last line skipped)."""
     state_path = out_dir / PREDICT_STATE
-    done: dict[str, list[dict]] = {}
+    done: dict[str, dict] = {}
     if state_path.is_file():
         for line in state_path.read_text().splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            done[rec["case"]] = rec["rows"]
+            done[rec["case"]] = rec
     return done
+
+
+def _predicted_rows(out_dir: Path) -> dict[str, list[dict]]:
+    """Case id -> its summary rows, for every case ``predict`` finished in ``out_dir``."""
+    return {case: rec["rows"] for case, rec in _predicted_records(out_dir).items()}
 
 
 def _prepare_case(entry: dict, p: dict, n_channels: int):
