@@ -312,28 +312,23 @@ def read_covariate_csv(path: str | Path, kinds: dict[str, str]) -> dict[str, dic
     inputs) and one column per covariate of ``kinds`` (other columns are ignored). Values are read as the
     importers read them; a missing column, a repeated case, a value that is not one of a numeric covariate
     or an unreadable file is refused naming the file (and the line)."""
-    import csv
+    from medsight.datasets.importers.folder_csv import read_numbered_csv_rows
 
     path = Path(path)
     if not path.is_file():
         raise InputError("no such covariates file", path=path, fix="give a CSV with a case column and "
                          + ", ".join(kinds))
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            reader.fieldnames = columns
-            lines = list(reader)
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise InputError(f"is not a readable CSV ({e})", path=path) from None
+    header, numbered = read_numbered_csv_rows(path)
+    columns = [c.strip() for c in header]
+    numbered = [(line, {k.strip(): v for k, v in raw.items() if k is not None}) for line, raw in numbered]
     missing = [c for c in ("case", *kinds) if c not in columns]
     if missing:
         raise InputError(f"lacks the column(s) {', '.join(missing)} (it has {', '.join(columns) or 'none'})",
                          path=path, fix="give a case column and one column per covariate the model was trained with")
-    if not lines:
+    if not numbered:
         raise InputError("holds no rows under its header", path=path, fix="give one row per case")
     rows: dict[str, dict[str, Any]] = {}
-    for line, raw in enumerate(lines, start=2):
+    for line, raw in numbered:
         case = (raw.get("case") or "").strip()
         if not case:
             raise InputError(f"line {line} has no case name", path=path)
