@@ -116,17 +116,13 @@ def _detection_table(metrics: dict) -> str:
                    "boxes", "detections"])
 
 
-def _covariate_table(run_dir: Path, folds: list[str]) -> str:
-    """Each fold's covariate model as odds ratios (binary tasks): what age, sex, ... say on their own."""
+def _covariate_table(decisions: dict[str, dict]) -> str:
+    """Each fold's covariate model (``decisions``: fold -> its decisions.json) as odds ratios (binary tasks):
+    what age, sex, ... say on their own."""
     from medsight.classification.covariates import odds_ratios
 
-    per_fold = {}
-    for fold in folds:
-        path = run_dir / fold / "decisions.json"
-        state = json.loads(path.read_text()).get("covariate_model") if path.is_file() else None
-        ratios = odds_ratios(state) if state else None
-        if ratios:
-            per_fold[fold] = ratios
+    per_fold = {fold: ratios for fold, dec in decisions.items()
+                if dec.get("covariate_model") and (ratios := odds_ratios(dec["covariate_model"]))}
     if not per_fold:
         return ""
     columns = list(dict.fromkeys(c for ratios in per_fold.values() for c in ratios))
@@ -170,18 +166,18 @@ def write_report(run_dir: Path) -> Path:
     logs = _read_logs(run_dir)
     if logs:
         parts.append("<h2>Training</h2>" + figures.learning_curves(logs))
-        rows, fused = [], bool(plan.get("covariates"))
+        rows, fused, decisions = [], bool(plan.get("covariates")), {}
         for fold, rs in logs.items():
             last = rs[-1]
             dec_path = run_dir / fold / "decisions.json"
-            dec = json.loads(dec_path.read_text()) if dec_path.is_file() else {}
+            dec = decisions[fold] = json.loads(dec_path.read_text()) if dec_path.is_file() else {}
             rows.append([fold, len(rs), last["train_loss"], last.get("val_score", ""), dec.get("train_seconds")]
                         + ([dec.get("validation_auc_images", "-"), dec.get("validation_auc_with_covariates", "-")]
                            if fused else []))
         parts.append(_table(rows, ["fold", "epochs", "final train loss", "final validation score", "seconds"]
                             + (["validation AUC, images", "with covariates"] if fused else [])))
         if fused:
-            parts.append(guarded("covariate models", lambda: _covariate_table(run_dir, list(logs))))
+            parts.append(guarded("covariate models", lambda: _covariate_table(decisions)))
     metric_files = sorted(run_dir.glob("**/metrics.json"))
     for mf in metric_files:
         rel = str(mf.relative_to(run_dir))
