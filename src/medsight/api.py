@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +19,7 @@ from medsight.datasets.manifest import Manifest, atomic_write_text
 from medsight.device import resolve_device, set_threads
 from medsight.errors import CheckpointError, InputError, as_list, output_folder, positive
 from medsight.io.formats import KNOWN_EXTENSIONS
+from medsight.locks import one_writer
 from medsight.planning.fingerprint import FINGERPRINT_VERSION, compute_fingerprint, load_fingerprint, save_fingerprint
 from medsight.planning.plan import PLAN_NAME, load_plan, make_plan, plan_hash, save_plan, summary_table
 from medsight.preprocessing.cache import CachedCases, cache_dir, preprocess_dataset
@@ -78,21 +80,32 @@ def plan(dataset_dir: str | Path, budget_minutes: float | None = None, device: s
     if dataset_dir is None:
         raise InputError("plan needs a DATASET_DIR")
     manifest = Manifest.load(dataset_dir)
-    fp = fingerprint(dataset_dir, workers, progress=not quiet)
-    dev = resolve_device(device)
-    p = make_plan(manifest, fp, budget_minutes=budget_minutes, device=dev, measure=measure)
-    p["fingerprint_signature"] = fp["signature"]
-    if manifest.extra.get("covariates"):  # what the import held when planned (the plan's own may be removed)
-        p["covariates_imported"] = dict(manifest.extra["covariates"])
-    save_plan(p, dataset_dir)
+    with one_writer(dataset_dir, "the dataset's plan", wait=True):
+        fp = fingerprint(dataset_dir, workers, progress=not quiet)
+        dev = resolve_device(device)
+        p = make_plan(manifest, fp, budget_minutes=budget_minutes, device=dev, measure=measure)
+        p["fingerprint_signature"] = fp["signature"]
+        if manifest.extra.get("covariates"):  # what the import held when planned (the plan's own may be removed)
+            p["covariates_imported"] = dict(manifest.extra["covariates"])
+        save_plan(p, dataset_dir)
     _log(f"plan written to {Path(dataset_dir) / PLAN_NAME}\n{summary_table(p)}", quiet)
     return p
 
 
 def ensure_plan(dataset_dir: str | Path, budget_minutes: float | None = None, device: str | None = None,
                 quiet: bool = False) -> dict:
-    """The dataset's plan: made when missing, remade when the data changed or another budget is asked for."""
+    """The dataset's plan: made when missing, remade when the data changed or another budget is asked for.
+
+    Processes planning one dataset at once (two folds started together) take turns: the later one uses the
+    plan the first one made.
+    """
     manifest = Manifest.load(dataset_dir)
+    with one_writer(dataset_dir, "the dataset's plan", wait=True):
+        return _current_plan(dataset_dir, manifest, budget_minutes, device, quiet)
+
+
+def _current_plan(dataset_dir: str | Path, manifest: Manifest, budget_minutes: float | None, device: str | None,
+                  quiet: bool) -> dict:
     path = Path(dataset_dir) / PLAN_NAME
     if path.is_file():
         p = load_plan(path)
@@ -175,10 +188,15 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
     folds = list(range(len(manifest.splits))) if fold == "every" else [fold]
     for k in folds:  # an unknown fold is refused before anything is written
         manifest.fold_cases(k)
+    held = ExitStack()
     ctx = init_distributed(dev)
     finished = False
     try:
         quiet = quiet or not ctx.is_main
+        if ctx.is_main:  # the same fold trained twice at once would interleave its checkpoints: refused now
+            for k in folds:
+                held.enter_context(one_writer(_fold_dir(run_dir, k), f"fold {k}",
+                                              fix="wait for it to finish, or train into another folder with --out"))
         if resume and (run_dir / PLAN_NAME).is_file():
             p = load_plan(run_dir)
         else:
@@ -227,6 +245,7 @@ def train(dataset_dir: str | Path, fold: int | str = 0, out: str | Path | None =
                 _log(f"fold {k}: trained {p['epochs']} epochs in {decisions['train_seconds']} s -> {final}", quiet)
         finished = True
     finally:  # every process leaves the group, after the others when all went well
+        held.close()
         finish_distributed(ctx, wait=finished)
     return run_dir
 
@@ -423,7 +442,9 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     done: dict[str, list[dict]] = {}
     try:
-        _predict_into(out_dir, cases, continue_, done, p, task, models, decisions, dev, save_probabilities, quiet)
+        with one_writer(out_dir, "this predictions folder", fix="wait for it to finish, or predict into another folder"):
+            _predict_into(out_dir, cases, continue_, done, p, task, models, decisions, dev, save_probabilities,
+                          quiet)
     except BaseException:
         if created and not done:  # refused before any case was written: leave no empty folder behind
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -687,6 +708,13 @@ def run(source: str | Path, out_dir: str | Path, format: str = "auto", task: str
     positive(budget_minutes, "budget_minutes")
     resolve_device(device)  # an unknown or absent device is refused before the import
     out_dir = output_folder(out_dir, not_holding={"manifest.json": "a dataset", "run.json": "a run"})
+    with one_writer(out_dir, "this run's folder", fix="wait for it to finish, or run into another folder"):
+        return _run_into(out_dir, source, format, task, fold, budget_minutes, epochs, device, resume, quiet, options)
+
+
+def _run_into(out_dir: Path, source, format: str, task: str | None, fold: int | str, budget_minutes: float | None,
+              epochs: int | None, device: str | None, resume: bool, quiet: bool, options: dict) -> dict:
+    """:func:`run` once its arguments are checked and OUT_DIR is this process's to write."""
     dataset_dir = out_dir / "dataset"
     manifest = import_dataset(source, dataset_dir, format=format, task=task, **options)
     if fold != "every":

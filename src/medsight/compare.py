@@ -35,6 +35,7 @@ import torch
 
 from medsight.datasets.manifest import Manifest, atomic_write_text
 from medsight.errors import InputError, as_list, output_folder, positive
+from medsight.locks import one_writer
 from medsight.progress import log as _log
 
 STRATEGIES = ("frozen", "finetune", "scratch", "selfsup")
@@ -232,8 +233,9 @@ def compare(dataset_dir: str | Path, out_dir: str | Path | None = None, budget_m
     out = output_folder(out_dir if out_dir else Path(dataset_dir) / "compare")
     created = not out.exists()
     try:
-        return _compare(manifest, dataset_dir, out, budget_minutes, strategies, fold_ids, label_fraction, encoder,
-                        side, epochs, seed, color_constancy, covariates, quiet)
+        with one_writer(out, "this comparison", fix="wait for it to finish, or compare into another folder with -o"):
+            return _compare(manifest, dataset_dir, out, budget_minutes, strategies, fold_ids, label_fraction,
+                            encoder, side, epochs, seed, color_constancy, covariates, quiet)
     except BaseException:
         if created and out.is_dir() and not any(out.glob("parts/*/*")):  # no finished fold or encoder
             shutil.rmtree(out, ignore_errors=True)  # nothing finished: leave nothing behind

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medsight.errors import InputError, positive
+from medsight.locks import one_writer
 from medsight.tempfiles import replaced_on_success
 
 ENCODER_FORMAT = "medsight-encoder-v1"
@@ -250,6 +251,16 @@ def pretrain(images_dir: str | Path, output: str | Path, epochs: int | None = No
     if Path(output).is_dir():
         raise InputError("is a folder, not a file", path=output,
                          fix="give the encoder file to write, e.g. -o encoder.safetensors")
+    output = Path(output)
+    with one_writer(output.parent, f"the encoder {output.name}", name=f".{output.name}.lock",
+                    fix="wait for it to finish, or pretrain into another file with -o"):
+        return _pretrain(images_dir, output, epochs, budget_minutes, side, init, batch_size, seed, quiet, resume,
+                         checkpoint_every_seconds)
+
+
+def _pretrain(images_dir: str | Path, output: Path, epochs: int | None, budget_minutes: float, side: int, init: str,
+              batch_size: int, seed: int, quiet: bool, resume: bool, checkpoint_every_seconds: float) -> Path:
+    """:func:`pretrain` once its arguments are checked and the output is this process's to write."""
     unfinished = checkpoint_path(output)
     if unfinished.is_file() and not resume:
         raise InputError("an unfinished pretraining of this encoder exists", path=unfinished,
