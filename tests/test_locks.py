@@ -167,6 +167,25 @@ def test_predict_compare_pretrain_and_run_refuse_an_output_being_written(tiny_br
     assert sorted(p.name for p in run_out.iterdir()) == [LOCK_NAME]
 
 
+def test_import_and_the_studies_refuse_an_output_being_written(tmp_path, holder):
+    from medsight.classification.lesions import classify_lesions
+    from medsight.classification.mil import run_mil
+    from medsight.localise import localise
+    from medsight.weak import weak_localise
+
+    out = tmp_path / "out"
+    holder(out)
+    calls = {"this dataset": lambda: api.import_dataset(tmp_path / "breast_small.npz", out),
+             "this lesion classification folder": lambda: classify_lesions(tmp_path / "points.csv", out),
+             "this MIL folder": lambda: run_mil(tmp_path / "ds", out, "Platelets"),
+             "this localisation folder": lambda: localise(tmp_path / "ds", out),
+             "this localisation folder ": lambda: weak_localise(tmp_path / "ds", out, "Platelets")}
+    for what, call in calls.items():
+        with pytest.raises(InputError, match=f"{what.strip()} is being written by process"):
+            call()
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+
+
 def test_the_cli_refuses_in_one_line_with_status_2(tiny_breast, tmp_path, holder):
     run = api.train(tiny_breast, fold=0, out=tmp_path / "run", device="cpu", quiet=True)
     out = tmp_path / "pred"

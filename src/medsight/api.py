@@ -46,7 +46,8 @@ def import_dataset(source: str | Path, dataset_dir: str | Path, format: str = "a
         raise InputError("import needs a SOURCE and a DATASET_DIR")
     output_folder(dataset_dir, not_holding={"run.json": "a run", "predictions.csv": "predictions",
                                             "volumes.csv": "predictions"})
-    return _import(source, dataset_dir, format=format, task=task, **options)
+    with one_writer(dataset_dir, "this dataset", fix="wait for it to finish, or import into another folder"):
+        return _import(source, dataset_dir, format=format, task=task, **options)
 
 
 # -- plan ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import numpy as np
 
 from medsight.datasets.manifest import Manifest, atomic_write_text
 from medsight.errors import InputError, output_folder, positive
+from medsight.locks import one_writer
 
 
 def _images_and_boxes(manifest: Manifest, positive: int, downsample: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -60,55 +61,56 @@ def weak_localise(dataset_dir: str | Path, out_dir: str | Path, positive_class: 
         raise InputError(f"downsample must be at least 1, got {downsample}")
     positive(epochs, "epochs", integer=True, minimum=1)
     out = output_folder(out_dir)
-    manifest = Manifest.load(dataset_dir)
-    if manifest.task != "detection" or manifest.dims != 2 or not manifest.splits:
-        raise InputError("weak localisation needs a 2D detection dataset with a train/validation split",
-                         path=dataset_dir)
-    by_name = {name: int(v) for v, name in manifest.labels.items()}
-    if not by_name:
-        raise InputError("the dataset has no boxes, so no classes at all: every image would be a negative",
-                         path=dataset_dir, fix="import a detection dataset whose images hold boxes")
-    if positive_class not in by_name:
-        raise InputError(f"no class {positive_class!r} in the dataset", path=dataset_dir,
-                         fix=f"use one of {', '.join(sorted(by_name))}")
-    start = time.perf_counter()
-    images, boxes = _images_and_boxes(manifest, by_name[positive_class], downsample)
-    labels = np.array([int(len(b) > 0) for b in boxes])
-    where = {c.id: i for i, c in enumerate(manifest.cases)}
-    train = np.array([where[c] for c in manifest.splits[0]["train"]])
-    val = np.array([where[c] for c in manifest.splits[0]["val"]])
-    t0 = time.perf_counter()
-    model = train_cam_localiser(images[train], labels[train], epochs=epochs, seed=seed)
-    train_s = time.perf_counter() - t0
-    probs, maps = predict_maps(model, images[val])
-    detections, rows = [], []
-    for i, (cam, p) in enumerate(zip(maps, probs)):
-        points, scores = map_peaks(cam, model.stride)
-        scores = scores * p  # an image the classifier calls negative ranks its points lower
-        detections.append((points_to_boxes(points, 8.0), scores))
-        cid = manifest.cases[val[i]].id
-        rows += [f"{cid},{positive_class},{x * downsample:.1f},{y * downsample:.1f},{s:.5f}"
-                 for (x, y), s in zip(points, scores)]
-    truth = [boxes[i] for i in val]
-    curve = froc(detections, truth, match="center")
-    positive_val = [k for k, i in enumerate(val) if labels[i]]
-    top_hits = [_inside(detections[k][0][:1], truth[k]) for k in positive_val if len(detections[k][0])]
-    result = {"positive_class": positive_class, "train_images": int(len(train)), "val_images": int(len(val)),
-              "positive_train_images": int(labels[train].sum()), "positive_val_images": int(labels[val].sum()),
-              "val_objects": int(sum(len(t) for t in truth)), "epochs": epochs, "downsample": downsample,
-              "image_auc": float(roc_auc(labels[val], probs)) if 0 < labels[val].sum() < len(val) else None,
-              "cpm": curve["cpm"], "sensitivity_at": {str(k): v for k, v in zip(curve.get("fp_rates", []),
-                                                                                 curve.get("sensitivities", []))},
-              "top_point_hit_rate": float(np.mean(top_hits)) if top_hits else None,
-              "hit": "point inside a box of the class", "train_seconds": round(train_s, 1),
-              "seconds": round(time.perf_counter() - start, 1)}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "detections.csv", "case,class,x,y,score\n" + "\n".join(rows) + "\n")
-    atomic_write_text(out / "weak.json", json.dumps(result, indent=1))
-    if not quiet:
-        print(f"weak '{positive_class}': image AUC {result['image_auc']}, CPM {result['cpm']}, best point hits in "
-              f"{result['top_point_hit_rate']} of positive images ({result['train_seconds']} s training)", flush=True)
-    return result
+    with one_writer(out, "this localisation folder", fix="wait for it to finish, or write into another folder with -o"):
+        manifest = Manifest.load(dataset_dir)
+        if manifest.task != "detection" or manifest.dims != 2 or not manifest.splits:
+            raise InputError("weak localisation needs a 2D detection dataset with a train/validation split",
+                             path=dataset_dir)
+        by_name = {name: int(v) for v, name in manifest.labels.items()}
+        if not by_name:
+            raise InputError("the dataset has no boxes, so no classes at all: every image would be a negative",
+                             path=dataset_dir, fix="import a detection dataset whose images hold boxes")
+        if positive_class not in by_name:
+            raise InputError(f"no class {positive_class!r} in the dataset", path=dataset_dir,
+                             fix=f"use one of {', '.join(sorted(by_name))}")
+        start = time.perf_counter()
+        images, boxes = _images_and_boxes(manifest, by_name[positive_class], downsample)
+        labels = np.array([int(len(b) > 0) for b in boxes])
+        where = {c.id: i for i, c in enumerate(manifest.cases)}
+        train = np.array([where[c] for c in manifest.splits[0]["train"]])
+        val = np.array([where[c] for c in manifest.splits[0]["val"]])
+        t0 = time.perf_counter()
+        model = train_cam_localiser(images[train], labels[train], epochs=epochs, seed=seed)
+        train_s = time.perf_counter() - t0
+        probs, maps = predict_maps(model, images[val])
+        detections, rows = [], []
+        for i, (cam, p) in enumerate(zip(maps, probs)):
+            points, scores = map_peaks(cam, model.stride)
+            scores = scores * p  # an image the classifier calls negative ranks its points lower
+            detections.append((points_to_boxes(points, 8.0), scores))
+            cid = manifest.cases[val[i]].id
+            rows += [f"{cid},{positive_class},{x * downsample:.1f},{y * downsample:.1f},{s:.5f}"
+                     for (x, y), s in zip(points, scores)]
+        truth = [boxes[i] for i in val]
+        curve = froc(detections, truth, match="center")
+        positive_val = [k for k, i in enumerate(val) if labels[i]]
+        top_hits = [_inside(detections[k][0][:1], truth[k]) for k in positive_val if len(detections[k][0])]
+        result = {"positive_class": positive_class, "train_images": int(len(train)), "val_images": int(len(val)),
+                  "positive_train_images": int(labels[train].sum()), "positive_val_images": int(labels[val].sum()),
+                  "val_objects": int(sum(len(t) for t in truth)), "epochs": epochs, "downsample": downsample,
+                  "image_auc": float(roc_auc(labels[val], probs)) if 0 < labels[val].sum() < len(val) else None,
+                  "cpm": curve["cpm"], "sensitivity_at": {str(k): v for k, v in zip(curve.get("fp_rates", []),
+                                                                                     curve.get("sensitivities", []))},
+                  "top_point_hit_rate": float(np.mean(top_hits)) if top_hits else None,
+                  "hit": "point inside a box of the class", "train_seconds": round(train_s, 1),
+                  "seconds": round(time.perf_counter() - start, 1)}
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "detections.csv", "case,class,x,y,score\n" + "\n".join(rows) + "\n")
+        atomic_write_text(out / "weak.json", json.dumps(result, indent=1))
+        if not quiet:
+            print(f"weak '{positive_class}': image AUC {result['image_auc']}, CPM {result['cpm']}, best point hits in "
+                  f"{result['top_point_hit_rate']} of positive images ({result['train_seconds']} s training)", flush=True)
+        return result
 
 
 def _inside(point_boxes: np.ndarray, truth: np.ndarray) -> bool:

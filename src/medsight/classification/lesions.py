@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from medsight.training.optim import cosine_step
 from medsight.errors import InputError, as_list, output_folder, positive
+from medsight.locks import one_writer
 from medsight.kept_work import settings_key
 
 
@@ -257,46 +258,50 @@ def classify_lesions(points_csv: str | Path, out_dir: str | Path, scales: Sequen
         raise InputError(f"patch sides must be at least 1 pixel, got scales {list(scales)} and patch {patch}")
     positive(epochs, "epochs", integer=True, minimum=1)
     out = output_folder(out_dir)
-    points = read_points_csv(points_csv, images_root)
-    names = sorted(set(points.labels))
-    y = np.array([names.index(label) for label in points.labels], dtype=np.int64)
-    train_idx, val_idx = split_points(points, seed=seed)
-    start = time.perf_counter()
-    patches = build_patch_set(points, scales, patch, mode)
-    per_scale = patches.shape[1] // len(scales)  # 3 planes per scale in 2.5D, else 1
-    middle = len(scales) // 2
-    results = {"points": len(y), "train_points": int(len(train_idx)), "val_points": int(len(val_idx)),
-               "classes": names, "scales": list(scales), "patch": patch, "mode": mode if points.coords.shape[1] == 3 else "2d",
-               "epochs": epochs, "patch_seconds": round(time.perf_counter() - start, 1)}
-    probs_multi = None
-    # what a finished model depends on: the points file's bytes, where its images are, the settings
-    parts = out / "parts" / settings_key([str(images_root), list(scales), patch, epochs, mode, seed], points_csv)
-    for name, streams in (("single_scale", slice(middle * per_scale, (middle + 1) * per_scale)),
-                          ("multi_scale", slice(None))):
-        part = parts / f"{name}.json"
-        if part.is_file():  # finished by an earlier run of the same points and settings: kept
-            stored = json.loads(part.read_text())
-            probs = np.asarray(stored.pop("validation_probabilities"))
-            results[name] = stored
-        else:
-            t0 = time.perf_counter()
-            x = np.ascontiguousarray(patches[:, streams])
-            net = train_streams(x[train_idx], y[train_idx], len(names), epochs, seed=seed)
-            probs = predict_streams(net, x[val_idx])
-            results[name] = {**per_class_report(y[val_idx], probs, names), "streams": int(x.shape[1]),
-                             "scales": [scales[middle]] if name == "single_scale" else list(scales),
-                             "seconds": round(time.perf_counter() - t0, 1)}
-            parts.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(part, json.dumps({**results[name], "validation_probabilities": probs.tolist()}))
-        probs_multi = probs
-        if not quiet:
-            r = results[name]
-            print(f"{name}: accuracy {r['accuracy']:.3f}, balanced {r['balanced_accuracy']:.3f}, per class "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in r["per_class_accuracy"].items() if v is not None), flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "lesions.json", json.dumps(results, indent=1))
-    rows = [{"image": points.images[i], "x": points.coords[i][1], "y": points.coords[i][0], "reference": names[y[i]],
-             "label": names[int(p.argmax())], **{f"prob_{n}": f"{q:.6f}" for n, q in zip(names, p)}}
-            for i, p in zip(val_idx, probs_multi)]
-    write_csv(out / "predictions.csv", rows, ["image", "x", "y", "reference", "label", *[f"prob_{n}" for n in names]])
-    return results
+    with one_writer(out, "this lesion classification folder",
+                    fix="wait for it to finish, or write into another folder with -o"):
+        points = read_points_csv(points_csv, images_root)
+        names = sorted(set(points.labels))
+        y = np.array([names.index(label) for label in points.labels], dtype=np.int64)
+        train_idx, val_idx = split_points(points, seed=seed)
+        start = time.perf_counter()
+        patches = build_patch_set(points, scales, patch, mode)
+        per_scale = patches.shape[1] // len(scales)  # 3 planes per scale in 2.5D, else 1
+        middle = len(scales) // 2
+        results = {"points": len(y), "train_points": int(len(train_idx)), "val_points": int(len(val_idx)),
+                   "classes": names, "scales": list(scales), "patch": patch,
+                   "mode": mode if points.coords.shape[1] == 3 else "2d",
+                   "epochs": epochs, "patch_seconds": round(time.perf_counter() - start, 1)}
+        probs_multi = None
+        # what a finished model depends on: the points file's bytes, where its images are, the settings
+        parts = out / "parts" / settings_key([str(images_root), list(scales), patch, epochs, mode, seed], points_csv)
+        for name, streams in (("single_scale", slice(middle * per_scale, (middle + 1) * per_scale)),
+                              ("multi_scale", slice(None))):
+            part = parts / f"{name}.json"
+            if part.is_file():  # finished by an earlier run of the same points and settings: kept
+                stored = json.loads(part.read_text())
+                probs = np.asarray(stored.pop("validation_probabilities"))
+                results[name] = stored
+            else:
+                t0 = time.perf_counter()
+                x = np.ascontiguousarray(patches[:, streams])
+                net = train_streams(x[train_idx], y[train_idx], len(names), epochs, seed=seed)
+                probs = predict_streams(net, x[val_idx])
+                results[name] = {**per_class_report(y[val_idx], probs, names), "streams": int(x.shape[1]),
+                                 "scales": [scales[middle]] if name == "single_scale" else list(scales),
+                                 "seconds": round(time.perf_counter() - t0, 1)}
+                parts.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(part, json.dumps({**results[name], "validation_probabilities": probs.tolist()}))
+            probs_multi = probs
+            if not quiet:
+                r = results[name]
+                print(f"{name}: accuracy {r['accuracy']:.3f}, balanced {r['balanced_accuracy']:.3f}, per class "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in r["per_class_accuracy"].items() if v is not None), flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "lesions.json", json.dumps(results, indent=1))
+        rows = [{"image": points.images[i], "x": points.coords[i][1], "y": points.coords[i][0], "reference": names[y[i]],
+                 "label": names[int(p.argmax())], **{f"prob_{n}": f"{q:.6f}" for n, q in zip(names, p)}}
+                for i, p in zip(val_idx, probs_multi)]
+        write_csv(out / "predictions.csv", rows,
+                  ["image", "x", "y", "reference", "label", *[f"prob_{n}" for n in names]])
+        return results

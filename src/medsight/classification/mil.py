@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from medsight.training.optim import train_in_memory
 from medsight.datasets.manifest import Manifest
 from medsight.errors import InputError, output_folder, positive
+from medsight.locks import one_writer
 from medsight.nets import AttentionMILPooling
 from medsight.nets.multistream import StreamEncoder
 from medsight.progress import log as _log
@@ -252,42 +253,43 @@ def run_mil(dataset_dir: str | Path, out_dir: str | Path, positive_class: str, e
         raise InputError(f"downsample and tile must be at least 1, got {downsample} and {tile}")
     positive(epochs, "epochs", integer=True, minimum=1)
     out = output_folder(out_dir)
-    manifest = Manifest.load(dataset_dir)
-    if not manifest.splits:
-        raise InputError("the dataset has no train/validation split", path=dataset_dir)
-    start = time.perf_counter()
-    tiles, labels, truth, ids = load_bags(manifest, positive_class, downsample, tile,
-                                          standardize=encoder == "scratch", dataset_dir=dataset_dir)
-    where = {c: i for i, c in enumerate(ids)}
-    train_idx = np.array([where[c] for c in manifest.splits[0]["train"]])
-    val_idx = np.array([where[c] for c in manifest.splits[0]["val"]])
-    if encoder == "imagenet":
-        _log(f"MIL: ImageNet features of {tiles.shape[0] * tiles.shape[1]} tiles", quiet)
-        tiles = cached_tile_features(dataset_dir, tiles, ids, downsample, tile, progress=not quiet)
-        mean = tiles[train_idx].reshape(-1, tiles.shape[2]).mean(0)
-        std = tiles[train_idx].reshape(-1, tiles.shape[2]).std(0) + 1e-6  # the training bags' tiles only
-        tiles = (tiles - mean) / std
-    model = train_mil(tiles[train_idx], labels[train_idx], epochs, seed=seed)
-    probs, attention, scores = predict_mil(model, tiles[val_idx])
-    by_attention = localisation_metrics(attention, truth[val_idx], labels[val_idx])
-    result = {"positive_class": positive_class, "bags": len(ids), "positive_bags": int(labels.sum()),
-              "train_bags": int(len(train_idx)), "val_bags": int(len(val_idx)), "tiles_per_bag": int(tiles.shape[1]),
-              "tile": tile, "downsample": downsample, "encoder": encoder, "epochs": epochs,
-              "bag_auc": _auc_or_none(labels[val_idx], probs),
-              "bag_accuracy": float(np.mean((probs >= 0.5) == labels[val_idx])),
-              **{k: v for k, v in localisation_metrics(scores, truth[val_idx], labels[val_idx]).items()
-                 if k != "positive_bags"},
-              "positive_val_bags": by_attention["positive_bags"],
-              "instance_score": "attention x the tile's logit difference (contribution)",
-              "attention_only": {k: by_attention[k] for k in ("instance_auc", "top_tile_hit_rate")},
-              "seconds": round(time.perf_counter() - start, 1)}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "mil.json", json.dumps(result, indent=1))
-    np.savez_compressed(out / "instance_scores.npz", case=np.array(ids)[val_idx], bag_probability=probs,
-                        attention=attention, contribution=scores, tile_truth=truth[val_idx])
-    if not quiet:
-        print(f"MIL '{positive_class}': bag AUC {result['bag_auc']}; instance AUC "
-              f"{result['instance_auc'] if result['instance_auc'] is None else round(result['instance_auc'], 3)}, "
-              f"top tile holds one in {result['top_tile_hit_rate']} of positive bags "
-              f"(chance {result['top_tile_chance_rate']})", flush=True)
-    return result
+    with one_writer(out, "this MIL folder", fix="wait for it to finish, or write into another folder with -o"):
+        manifest = Manifest.load(dataset_dir)
+        if not manifest.splits:
+            raise InputError("the dataset has no train/validation split", path=dataset_dir)
+        start = time.perf_counter()
+        tiles, labels, truth, ids = load_bags(manifest, positive_class, downsample, tile,
+                                              standardize=encoder == "scratch", dataset_dir=dataset_dir)
+        where = {c: i for i, c in enumerate(ids)}
+        train_idx = np.array([where[c] for c in manifest.splits[0]["train"]])
+        val_idx = np.array([where[c] for c in manifest.splits[0]["val"]])
+        if encoder == "imagenet":
+            _log(f"MIL: ImageNet features of {tiles.shape[0] * tiles.shape[1]} tiles", quiet)
+            tiles = cached_tile_features(dataset_dir, tiles, ids, downsample, tile, progress=not quiet)
+            mean = tiles[train_idx].reshape(-1, tiles.shape[2]).mean(0)
+            std = tiles[train_idx].reshape(-1, tiles.shape[2]).std(0) + 1e-6  # the training bags' tiles only
+            tiles = (tiles - mean) / std
+        model = train_mil(tiles[train_idx], labels[train_idx], epochs, seed=seed)
+        probs, attention, scores = predict_mil(model, tiles[val_idx])
+        by_attention = localisation_metrics(attention, truth[val_idx], labels[val_idx])
+        result = {"positive_class": positive_class, "bags": len(ids), "positive_bags": int(labels.sum()),
+                  "train_bags": int(len(train_idx)), "val_bags": int(len(val_idx)), "tiles_per_bag": int(tiles.shape[1]),
+                  "tile": tile, "downsample": downsample, "encoder": encoder, "epochs": epochs,
+                  "bag_auc": _auc_or_none(labels[val_idx], probs),
+                  "bag_accuracy": float(np.mean((probs >= 0.5) == labels[val_idx])),
+                  **{k: v for k, v in localisation_metrics(scores, truth[val_idx], labels[val_idx]).items()
+                     if k != "positive_bags"},
+                  "positive_val_bags": by_attention["positive_bags"],
+                  "instance_score": "attention x the tile's logit difference (contribution)",
+                  "attention_only": {k: by_attention[k] for k in ("instance_auc", "top_tile_hit_rate")},
+                  "seconds": round(time.perf_counter() - start, 1)}
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "mil.json", json.dumps(result, indent=1))
+        np.savez_compressed(out / "instance_scores.npz", case=np.array(ids)[val_idx], bag_probability=probs,
+                            attention=attention, contribution=scores, tile_truth=truth[val_idx])
+        if not quiet:
+            print(f"MIL '{positive_class}': bag AUC {result['bag_auc']}; instance AUC "
+                  f"{result['instance_auc'] if result['instance_auc'] is None else round(result['instance_auc'], 3)}, "
+                  f"top tile holds one in {result['top_tile_hit_rate']} of positive bags "
+                  f"(chance {result['top_tile_chance_rate']})", flush=True)
+        return result
