@@ -69,3 +69,23 @@ def test_plan_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
         (d / "4.npy").write_bytes(b"x")
     assert remove_abandoned_plan_folders() == [dead]
     assert mine.exists() and unnamed.exists()
+
+
+def test_an_error_writing_the_temporary_names_the_file_being_written(tmp_path):
+    import errno
+
+    import pytest
+
+    from medsight.tempfiles import replaced_on_success
+
+    target = tmp_path / "case_0001.nii.gz"
+    for filename in (None, "temporary"):
+        with pytest.raises(OSError) as err:
+            with replaced_on_success(target, ".nii.gz") as tmp:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), *([str(tmp)] if filename else []))
+        assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+    with pytest.raises(OSError) as err:  # another file's error keeps its own name
+        with replaced_on_success(target) as tmp:
+            open(tmp_path / "missing" / "x")
+    assert err.value.filename == str(tmp_path / "missing" / "x")
+    assert list(tmp_path.iterdir()) == []

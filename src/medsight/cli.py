@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import traceback
@@ -358,6 +359,31 @@ def dispatch(args: argparse.Namespace) -> None:
         run_demo(args.out_dir)
 
 
+#: what to do about a failure of the machine rather than of the input, by errno
+_OS_FIXES = {errno.ENOSPC: "free some disk space and run the command again: what was written before is intact, "
+                           "train --resume continues from the last checkpoint, predict --continue after the last case",
+             errno.EDQUOT: "free some of your disk quota and run the command again (train --resume, predict --continue)",
+             errno.EACCES: "this user may not write or read there: change the folder's permissions or choose another",
+             errno.EPERM: "this user may not write or read there: change the folder's permissions or choose another",
+             errno.EROFS: "the file system is read-only: write the outputs somewhere else"}
+
+_MEMORY = ("not enough memory", "out of memory", "can't allocate memory")
+
+
+def machine_error_line(error: BaseException) -> str | None:
+    """One line for a failure of the machine (a full disk, a folder this user may not write, memory run out),
+    naming the file and what to do; None for any other error (a bug: its traceback is shown)."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        fix = _OS_FIXES.get(error.errno)
+        return " ".join(f"{where}{error.strerror}{f' ({fix})' if fix else ''}".split())
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and any(m in text.lower() for m in _MEMORY)):
+        return (f"out of memory{': ' + text if text else ''} (make the plan smaller: lower batch_size or patch_size in "
+                "plan.json, then train again; train --resume continues from the last checkpoint)")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: bad input gives one line on stderr and exit status 2 (``--debug`` shows the traceback).
 
@@ -381,6 +407,14 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"medsight: error: {e.one_line()}", file=sys.stderr)
         return 2
+    except (OSError, MemoryError, RuntimeError) as e:
+        line = machine_error_line(e)
+        if line is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"medsight: error: {line}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("medsight: interrupted", file=sys.stderr)
         return 130

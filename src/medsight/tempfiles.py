@@ -24,7 +24,8 @@ def replaced_on_success(path: str | Path, ext: str = "") -> Iterator[Path]:
     """A new hidden temporary file beside ``path`` to write; it becomes ``path`` when the block ends without an
     error and is removed when it raises, so ``path`` appears complete or not at all.
 
-    Its name is ``.NAME.<random>.tmp`` with ``ext`` kept last (``.0.<random>.tmp.npy``) for writers that pick
+    An ``OSError`` of the block without a file name, or naming the temporary file (a full disk), is raised naming
+    ``path``. Its name is ``.NAME.<random>.tmp`` with ``ext`` kept last (``.0.<random>.tmp.npy``) for writers that pick
     the format by it: the name :func:`remove_stale_temporaries` knows.
     """
     path = Path(path)
@@ -35,6 +36,10 @@ def replaced_on_success(path: str | Path, ext: str = "") -> Iterator[Path]:
     try:
         yield temporary
         os.replace(temporary, path)
+    except OSError as e:  # a full disk names the file being written, not its hidden temporary (or nothing)
+        if e.strerror and e.filename in (None, name, str(temporary)):
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -106,3 +106,28 @@ def test_foreign_checkpoint_and_other_plan_refused(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", _state(), plan_hash="abc")
     with pytest.raises(CheckpointError, match="another plan"):
         load_checkpoint(path, "xyz")
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A real 256 KiB file system (tmpfs); skipped where this user may not mount one."""
+    import subprocess
+
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)  # "target is busy" if a file there were left open
+
+
+def test_a_full_disk_is_a_full_disk_and_the_checkpoint_before_it_stays(small_disk):
+    import errno
+
+    path = small_disk / "checkpoint_latest.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(1000)}, "epoch": 0}, "h")
+    with pytest.raises(OSError) as err:  # torch's own message is "unexpected pos 576 vs 534"
+        save_checkpoint(path, {"model": {"w": torch.ones(100_000)}, "epoch": 1}, "h")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert load_checkpoint(path, "h")["epoch"] == 0  # the one before is intact and its checksum listed
+    assert sorted(p.name for p in small_disk.iterdir()) == ["checkpoint_latest.pt", "checkpoint_latest.pt.sha256"]

@@ -5,7 +5,10 @@ epoch, RNG-free metadata) loaded with ``weights_only=True``, next to a ``.sha256
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +42,38 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], plan_hash: str) -> 
     sum_path = _sum_path(path)
     payload = {"magic": MAGIC, "plan_hash": plan_hash, **state}
     with replaced_on_success(path) as tmp:
-        torch.save(payload, tmp)
+        _save(payload, tmp, path)
         digest = _sha256(tmp)
         listed = _listed_digests(sum_path)  # all of them: a save killed earlier may have left two
         atomic_write_text(sum_path, "\n".join([digest, *[d for d in listed if d != digest]]) + "\n")
     atomic_write_text(sum_path, digest + "\n")
     return path
+
+
+def _save(payload: dict, tmp: Path, path: Path) -> None:
+    """``torch.save`` into ``tmp``; a full disk, which torch reports as a cryptic "unexpected pos" failure of
+    its zip writer, is raised as the ``OSError`` it is, naming the checkpoint."""
+    try:
+        with open(tmp, "wb") as f:  # closed here when torch's writer fails (its own handle would stay open)
+            torch.save(payload, f)
+    except (RuntimeError, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        if full or (isinstance(e, RuntimeError) and
+                    shutil.disk_usage(path.parent).free < _tensor_bytes(payload) + (1 << 20)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint state."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
 
 
 def _sum_path(path: Path) -> Path:
