@@ -102,6 +102,15 @@ def test_memory_run_out_is_one_line_saying_how_to_make_the_plan_smaller(tiny_bre
     assert "out of memory" in line and "batch_size" in line and "plan.json" in line
 
 
+def test_the_memory_line_of_predict_says_what_predict_can_change():
+    from medsight.cli import machine_error_line
+
+    line = machine_error_line(RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 9 bytes."),
+                              "predict")
+    assert line.startswith("out of memory: DefaultCPUAllocator") and "inference.batch_size" in line
+    assert machine_error_line(RuntimeError("expected scalar type Float but found Half"), "predict") is None
+
+
 def test_a_bug_keeps_its_traceback(tiny_breast, tmp_path, monkeypatch):
     import medsight.training.loop as loop
 

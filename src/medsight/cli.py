@@ -370,17 +370,19 @@ _OS_FIXES = {errno.ENOSPC: "free some disk space and run the command again: what
 _MEMORY = ("not enough memory", "out of memory", "can't allocate memory")
 
 
-def machine_error_line(error: BaseException) -> str | None:
+def machine_error_line(error: BaseException, command: str | None = None) -> str | None:
     """One line for a failure of the machine (a full disk, a folder this user may not write, memory run out),
-    naming the file and what to do; None for any other error (a bug: its traceback is shown)."""
+    naming the file and what to do (for ``command``); None for any other error (a bug: its traceback is shown)."""
     if isinstance(error, OSError) and error.strerror:
         where = f"{error.filename}: " if error.filename else ""
         fix = _OS_FIXES.get(error.errno)
         return " ".join(f"{where}{error.strerror}{f' ({fix})' if fix else ''}".split())
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and any(m in text.lower() for m in _MEMORY)):
-        return (f"out of memory{': ' + text if text else ''} (make the plan smaller: lower batch_size or patch_size in "
-                "plan.json, then train again; train --resume continues from the last checkpoint)")
+        fix = ("segmentation batches its sliding windows by inference.batch_size in the run's plan.json: lower it, or "
+               "predict on a machine with more memory" if command == "predict"
+               else "make the plan smaller: lower batch_size or patch_size in plan.json, then train again")
+        return f"out of memory{': ' + text if text else ''} ({fix})"
     return None
 
 
@@ -408,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medsight: error: {e.one_line()}", file=sys.stderr)
         return 2
     except (OSError, MemoryError, RuntimeError) as e:
-        line = machine_error_line(e)
+        line = machine_error_line(e, args.command)
         if line is None:
             raise
         if debug:
