@@ -25,7 +25,7 @@ def _losses(run):
 import pytest
 
 
-@pytest.mark.parametrize("optimizer, rtol", [({"name": "sgd", "lr": 0.05, "momentum": 0.9, "schedule": "poly"}, 1e-4),
+@pytest.mark.parametrize("optimizer, rtol", [({"name": "sgd", "lr": 0.01, "momentum": 0.9, "schedule": "poly"}, 1e-4),
                                              (None, 1e-2)])
 def test_two_processes_match_one(tiny_breast, tmp_path, optimizer, rtol):
     plan = json.loads((tiny_breast / "plan.json").read_text())
@@ -34,8 +34,9 @@ def test_two_processes_match_one(tiny_breast, tmp_path, optimizer, rtol):
     plan["network"]["dropout"] = 0.0  # dropout masks come from each process's own generator
     if optimizer:
         plan["optimizer"] = optimizer
-        # one network: a 5-member ensemble of 8-channel nets at lr 0.05 amplifies summation-order noise
-        # (one process with 1 thread vs 2 threads already differs by 4e-4 at epoch 3)
+        # one network at lr 0.01: a 5-member ensemble of 8-channel nets at lr 0.05 amplifies summation-order
+        # noise (one process with 1 thread vs 2 threads already differs by 4e-4 at epoch 3), and so does one
+        # network at lr 0.05 on an Intel AVX-512 CPU (1.4e-2 at epoch 3; 2e-6 at lr 0.01)
         plan["network"]["members"] = 1
     (tiny_breast / "plan.json").write_text(json.dumps(plan))
     env = {**os.environ, "MEDSIGHT_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
