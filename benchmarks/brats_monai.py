@@ -14,10 +14,12 @@ on the protocol medsight is measured on here (each case predicted by a network t
   is the test); ``sliding_window_inference`` roi 64^3, overlap 0.5, Gaussian; ``Invertd`` back to the case's
   own 1 mm grid; regions at probability 0.5.
 - medsight: the committed ``benchmarks/results/brats.json`` (``benchmarks/brats.py --jobs 2 --threads 1``, the
-  same budget and core split), read here, with its date and commit.
+  same budget and core split), read here, with its date, commit and CPU (a fixed budget buys a CPU's steps:
+  compare runs of one machine).
 
     python benchmarks/brats_monai.py                         # 30 minutes a fold, two at once (about 65 min)
     python benchmarks/brats_monai.py --budget-minutes 1 --folds 0   # a smoke test, not a result
+    python benchmarks/brats_monai.py --refresh-medsight      # after brats.py: its figures beside MONAI's
 
 Writes benchmarks/results/brats_monai.json.
 """
@@ -152,11 +154,29 @@ def _medsight_figures() -> dict:
         return {}
     ours = json.loads(path.read_text())
     return {"source": "benchmarks/results/brats.json", "run_date": ours.get("date"), "run_commit": ours.get("commit"),
+            "cpu_model": ours.get("machine", {}).get("cpu_model"),
             "budget_minutes_per_fold": ours.get("budget_minutes_per_fold"),
             "folds_side_by_side": ours.get("folds_side_by_side"),
             "mean_dice": {s: round(v["dice"]["mean"], 4) for s, v in ours["summary"].items()},
             "per_case_dice": ours["per_case_dice"],
             "train_seconds_per_fold": [f["train_seconds"] for f in ours["folds_detail"]]}
+
+
+def _refresh_medsight() -> None:
+    """Replace the medsight side of brats_monai.json by the current brats.json (MONAI's figures, date and
+    machine kept as they were run)."""
+    path = RESULTS_DIR / "brats_monai.json"
+    if not path.is_file():
+        sys.exit(f"{path} is missing: run the MONAI folds first")
+    payload = json.loads(path.read_text())
+    payload["medsight"] = ours = _medsight_figures()
+    payload["whole_tumour_difference_medsight_minus_monai"] = round(
+        ours["mean_dice"]["whole_tumour"] - payload["monai"]["mean_dice"]["whole_tumour"], 4)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+    print(format_table(["region", "MONAI recipe", "medsight (brats.json)"],
+                       [[name, payload["monai"]["mean_dice"][name], ours["mean_dice"][name]] for name in REGIONS]))
 
 
 def main() -> None:
@@ -165,11 +185,16 @@ def main() -> None:
     parser.add_argument("--folds", type=int, nargs="+", help="held-out cases by index (default all 4)")
     parser.add_argument("--jobs", type=int, default=2, help="folds side by side, each pinned to its own core")
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "medsight_brats_monai")
+    parser.add_argument("--refresh-medsight", action="store_true",
+                        help="train nothing: put the current brats.json beside the MONAI figures already written")
     parser.add_argument("--one-fold", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--part", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not CASES:
         sys.exit(f"no BraTS cases under {DATA}")
+    if args.refresh_medsight:
+        _refresh_medsight()
+        return
     if args.one_fold is not None:  # the child: one thread, one fold
         import torch
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,6 +78,41 @@ def test_two_locks_of_one_process_on_one_output_do_not_wait_on_each_other(tmp_pa
             assert (tmp_path / LOCK_NAME).is_file()
         assert (tmp_path / LOCK_NAME).is_file()  # still the outer block's
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_another_thread_of_this_process_is_a_second_writer(tmp_path):
+    import threading
+
+    errors = []
+
+    def second():
+        try:
+            with one_writer(tmp_path, "fold 0"):
+                pass
+        except InputError as e:
+            errors.append(e.one_line())
+
+    with one_writer(tmp_path, "fold 0"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+    assert len(errors) == 1 and "fold 0 is being written by process" in errors[0]
+
+
+def test_a_dataset_on_a_read_only_mount_is_still_read(tiny_breast, tmp_path):
+    """A shared dataset, planned already, on a file system this user may only read: no lock file can be made,
+    and none is needed to read its plan."""
+    mount = tmp_path / "readonly"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        shutil.copytree(tiny_breast, mount / "ds")
+        plan = api.ensure_plan(mount / "ds", quiet=True)  # writes the fingerprint it had not cached
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        assert api.ensure_plan(mount / "ds", quiet=True) == plan
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_waiting_takes_turns(tmp_path, holder, caplog):

@@ -17,11 +17,13 @@ Example:
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import socket
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,9 +39,10 @@ except ImportError:  # Windows: no flock; outputs are then unguarded, as before
 #: the lock file's name in the folder it guards
 LOCK_NAME = ".medsight.lock"
 
-#: lock files this process holds (resolved path -> depth), so that a stage nested in another (``plan`` inside
-#: ``ensure_plan``) takes its own lock again without waiting on itself
-_HELD: dict[str, int] = {}
+#: lock files held here ((resolved path, thread) -> depth), so that a stage nested in another (``plan`` inside
+#: ``ensure_plan``) takes its own lock again without waiting on itself; another thread of this process is a
+#: second writer like another process
+_HELD: dict[tuple[str, int], int] = {}
 
 _LOG = logging.getLogger("medsight.locks")
 
@@ -81,7 +84,7 @@ def one_writer(folder: str | Path, what: str, wait: bool = False, name: str = LO
     created = _created_folders(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    key = str(path.resolve())
+    key = (str(path.resolve()), threading.get_ident())
     if fcntl is None or key in _HELD:
         _HELD[key] = _HELD.get(key, 0) + 1
         try:
@@ -99,9 +102,10 @@ def one_writer(folder: str | Path, what: str, wait: bool = False, name: str = LO
     try:
         if fd is not None:
             os.ftruncate(fd, 0)
+            program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+            program = "medsight" if program == "__main__.py" else program  # python -m medsight
             os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                                      "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])[:200]
-                                      }).encode(), 0)
+                                      "command": " ".join([program, *sys.argv[1:]])[:200]}).encode(), 0)
         _HELD[key] = 1
         try:
             yield
@@ -117,7 +121,13 @@ def one_writer(folder: str | Path, what: str, wait: bool = False, name: str = LO
 def _locked(path: Path, folder: Path, what: str, wait: bool, fix: str) -> int | None:
     """A descriptor of ``path`` holding its exclusive lock (None where the file system has no locks)."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:  # a folder this user may only read (a shared dataset, planned and cached already)
+            if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            _LOG.debug(f"{path}: no lock file ({err}); {what} is not guarded against a second writer")
+            return None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

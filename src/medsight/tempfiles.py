@@ -7,6 +7,7 @@ The stages that write into a folder sweep it when they start again.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -19,13 +20,17 @@ from typing import Iterator
 TEMPORARY_NAME = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9]+)*$")
 
 
+#: errors that, raised without a file name inside a write, are the write's: a full disk or quota, a file too large
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
 @contextmanager
 def replaced_on_success(path: str | Path, ext: str = "") -> Iterator[Path]:
     """A new hidden temporary file beside ``path`` to write; it becomes ``path`` when the block ends without an
     error and is removed when it raises, so ``path`` appears complete or not at all.
 
-    An ``OSError`` of the block without a file name, or naming the temporary file (a full disk), is raised naming
-    ``path``. Its name is ``.NAME.<random>.tmp`` with ``ext`` kept last (``.0.<random>.tmp.npy``) for writers that pick
+    An ``OSError`` of the block naming the temporary file, or a full disk or quota raised without a file name, is
+    raised naming ``path``. Its name is ``.NAME.<random>.tmp`` with ``ext`` kept last (``.0.<random>.tmp.npy``) for writers that pick
     the format by it: the name :func:`remove_stale_temporaries` knows.
     """
     path = Path(path)
@@ -37,7 +42,7 @@ def replaced_on_success(path: str | Path, ext: str = "") -> Iterator[Path]:
         yield temporary
         os.replace(temporary, path)
     except OSError as e:  # a full disk names the file being written, not its hidden temporary (or nothing)
-        if e.strerror and e.filename in (None, name, str(temporary)):
+        if e.strerror and (e.filename == name or (e.filename is None and e.errno in _WRITE_ERRNOS)):
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     finally:
