@@ -71,6 +71,38 @@ def test_plan_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
     assert mine.exists() and unnamed.exists()
 
 
+def test_an_appended_line_that_does_not_fit_names_the_file(monkeypatch, tmp_path):
+    import builtins
+    import errno
+
+    import pytest
+
+    from medsight.tempfiles import append_line
+
+    log = tmp_path / "log.jsonl"
+    append_line(log, '{"epoch": 0}')
+    append_line(log, '{"epoch": 1}')
+    assert log.read_text() == '{"epoch": 0}\n{"epoch": 1}\n'
+
+    class Full:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # at the flush, without a name
+
+        def write(self, text):
+            return len(text)
+
+    monkeypatch.setattr(builtins, "open", Full)
+    with pytest.raises(OSError) as err:
+        append_line(log, '{"epoch": 2}')
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(log)
+
+
 def test_an_error_writing_the_temporary_names_the_file_being_written(tmp_path):
     import errno
 

@@ -25,7 +25,7 @@ from medsight.planning.plan import PLAN_NAME, load_plan, make_plan, plan_hash, s
 from medsight.preprocessing.cache import CachedCases, cache_dir, preprocess_dataset
 from medsight.tasks import get_task
 from medsight.progress import log as _log
-from medsight.tempfiles import remove_stale_temporaries
+from medsight.tempfiles import append_line, remove_stale_temporaries
 
 RUN_INFO = "run.json"
 #: ``predict``'s record of finished cases in its output folder (``--continue`` skips them)
@@ -512,8 +512,7 @@ def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict,
             record = {"case": entry["case"], "rows": rows}
             if entry.get("covariates") is not None:  # what the case was fused with, checked by --continue
                 record["covariates"] = entry["covariates"]
-            with open(state_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_line(state_path, json.dumps(record))
             bar.update()
     bar.close()
     all_rows = [r for c in cases for r in done.get(c["case"], [])]

@@ -49,6 +49,18 @@ def replaced_on_success(path: str | Path, ext: str = "") -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def append_line(path: str | Path, line: str) -> None:
+    """Append ``line`` and a newline to a log-like file (its readers skip a line cut short); a full disk,
+    which the operating system reports without a file name, is raised naming ``path``."""
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        if e.filename is None and e.strerror:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
 def is_temporary(name: str) -> bool:
     """Whether ``name`` is the name of an atomic write's temporary file."""
     return bool(TEMPORARY_NAME.match(name))

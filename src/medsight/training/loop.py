@@ -14,7 +14,7 @@ from medsight.preprocessing.cache import CachedCases
 from medsight.progress import bars_enabled
 from medsight.progress import progress as progress_bar
 from medsight.tasks.base import Task
-from medsight.tempfiles import remove_stale_temporaries
+from medsight.tempfiles import append_line, remove_stale_temporaries
 from medsight.training.checkpoint import load_checkpoint, save_checkpoint
 from medsight.training.distributed import DistContext, barrier, mean_over_processes, unwrap, wrap_model
 from medsight.training.ema import ema_decay, weight_average
@@ -130,8 +130,7 @@ def train_fold(task: Task, plan: dict, train_data: CachedCases, val_data: Cached
                 save_checkpoint(fold_dir / BEST, {"model": kept().state_dict(), "epoch": epoch}, p_hash)
         row["seconds"] = round(time.perf_counter() - t0, 3)
         if ctx.is_main:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_line(log_path, json.dumps(row))
             if epoch == epochs - 1 or write_seconds <= CHECKPOINT_SHARE * (time.perf_counter() - last_write):
                 state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": epoch, "best_score": best_score}
