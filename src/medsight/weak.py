@@ -66,15 +66,9 @@ def weak_localise(dataset_dir: str | Path, out_dir: str | Path, positive_class: 
         if manifest.task != "detection" or manifest.dims != 2 or not manifest.splits:
             raise InputError("weak localisation needs a 2D detection dataset with a train/validation split",
                              path=dataset_dir)
-        by_name = {name: int(v) for v, name in manifest.labels.items()}
-        if not by_name:
-            raise InputError("the dataset has no boxes, so no classes at all: every image would be a negative",
-                             path=dataset_dir, fix="import a detection dataset whose images hold boxes")
-        if positive_class not in by_name:
-            raise InputError(f"no class {positive_class!r} in the dataset", path=dataset_dir,
-                             fix=f"use one of {', '.join(sorted(by_name))}")
+        positive_value = manifest.box_class_value(positive_class, "a negative", dataset_dir)
         start = time.perf_counter()
-        images, boxes = _images_and_boxes(manifest, by_name[positive_class], downsample)
+        images, boxes = _images_and_boxes(manifest, positive_value, downsample)
         labels = np.array([int(len(b) > 0) for b in boxes])
         where = {c.id: i for i, c in enumerate(manifest.cases)}
         train = np.array([where[c] for c in manifest.splits[0]["train"]])

@@ -120,14 +120,7 @@ def load_bags(manifest: Manifest, positive_class: str, downsample: int = 2, tile
     if manifest.task != "detection" or manifest.dims != 2:
         raise InputError(f"MIL bags are made from a 2D detection dataset (boxes), this one is {manifest.dims}D "
                          f"{manifest.task}", path=where)
-    by_name = {name: int(value) for value, name in manifest.labels.items()}
-    if not by_name:
-        raise InputError("the dataset has no boxes, so no classes at all: every image would be a negative bag",
-                         path=where, fix="import a detection dataset whose images hold boxes")
-    if positive_class not in by_name:
-        raise InputError(f"no class {positive_class!r} in the dataset", path=where,
-                         fix=f"use one of {', '.join(sorted(by_name))}")
-    positive = by_name[positive_class]
+    positive = manifest.box_class_value(positive_class, "a negative bag", where)
     tiles, labels, truth, grid0 = [], [], [], None
     for case in manifest.cases:
         image = read_case_image(case).array.astype(np.float32)

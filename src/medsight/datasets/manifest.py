@@ -95,6 +95,18 @@ class Manifest:
         """Label names in the order of the label values."""
         return [self.labels[str(v)] for v in self.label_values]
 
+    def box_class_value(self, name: str, negative: str, path: str | Path | None = None) -> int:
+        """The label value of the box class ``name`` of a detection dataset; refused, naming ``path``, when the
+        dataset has no classes (every image would be ``negative``) or none of that name."""
+        by_name = {class_name: int(value) for value, class_name in self.labels.items()}
+        if not by_name:
+            raise InputError(f"the dataset has no boxes, so no classes at all: every image would be {negative}",
+                             path=path, fix="import a detection dataset whose images hold boxes")
+        if name not in by_name:
+            raise InputError(f"no class {name!r} in the dataset", path=path,
+                             fix=f"use one of {', '.join(sorted(by_name))}")
+        return by_name[name]
+
     def fold_cases(self, fold: int | str) -> tuple[list[Case], list[Case]]:
         """(train, validation) cases of fold ``fold``; ``"all"`` trains on every case, validates on none."""
         if fold == "all":
