@@ -39,26 +39,31 @@ def replaced_on_success(path: str | Path, ext: str = "") -> Iterator[Path]:
     os.close(fd)
     temporary = Path(name)
     try:
-        yield temporary
-        os.replace(temporary, path)
-    except OSError as e:  # a full disk names the file being written, not its hidden temporary (or nothing)
-        if e.strerror and (e.filename == name or (e.filename is None and e.errno in _WRITE_ERRNOS)):
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
+        with _failed_write_named(path, name):
+            yield temporary
+            os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def _failed_write_named(path: Path, temporary: str | None = None) -> Iterator[None]:
+    """Raise an ``OSError`` of the block naming ``temporary``, or a full disk or quota raised without a file
+    name (the operating system's way at a flush), as naming ``path``, the file being written."""
+    try:
+        yield
+    except OSError as e:
+        if e.strerror and ((temporary is not None and e.filename == temporary)
+                           or (e.filename is None and e.errno in _WRITE_ERRNOS)):
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def append_line(path: str | Path, line: str) -> None:
     """Append ``line`` and a newline to a log-like file (its readers skip a line cut short); a full disk,
     which the operating system reports without a file name, is raised naming ``path``."""
-    try:
-        with open(path, "a") as f:
-            f.write(line + "\n")
-    except OSError as e:
-        if e.filename is None and e.strerror:
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
+    with _failed_write_named(Path(path)), open(path, "a") as f:
+        f.write(line + "\n")
 
 
 def is_temporary(name: str) -> bool:

@@ -61,7 +61,8 @@ def _save(payload: dict, tmp: Path, path: Path) -> None:
         full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
         if full or (isinstance(e, RuntimeError) and
                     shutil.disk_usage(path.parent).free < _tensor_bytes(payload) + (1 << 20)):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+            code = e.errno if full else errno.ENOSPC  # a quota stays a quota
+            raise OSError(code, os.strerror(code), str(path)) from e
         raise
 
 
