@@ -242,6 +242,25 @@ MONAI_UNET = ("monai.networks.nets.UNet(spatial_dims=2, out_channels=2, channels
               "num_workers=0; sliding_window_inference roi 128, gaussian")
 
 
+def monai_training_steps(loader, model, loss_fn, optimizer, deadline: float):
+    """A MONAI user's training loop: one optimiser step per batch (``image``, ``label``), the loader gone
+    through again and again; yields (step, loss, out of time) and stops after the step that ran past
+    ``deadline`` (``time.perf_counter()``)."""
+    model.train()
+    step = 0
+    while True:
+        for batch in loader:
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(batch["image"]), batch["label"])
+            loss.backward()
+            optimizer.step()
+            step += 1
+            out_of_time = time.perf_counter() >= deadline
+            yield step, float(loss.detach()), out_of_time
+            if out_of_time:
+                return
+
+
 def train_monai_unet(train_items: list[dict], val_items: list[dict], in_channels: int,
                      foreground: Callable, budget_minutes: float, threads: int, val_every: int = 100,
                      target: float | None = None, overlap: float = 0.25, seed: int = 0) -> dict:
@@ -301,30 +320,20 @@ def train_monai_unet(train_items: list[dict], val_items: list[dict], in_channels
         return float(np.mean(dices)), preds
 
     curve: list[dict] = []
-    step, losses, reached, preds, done = 0, [], None, {}, False
-    model.train()
-    while not done:
-        for batch in loader:
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(batch["image"]), batch["label"])
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            step += 1
-            out_of_time = time.perf_counter() >= deadline
-            if step % val_every == 0 or out_of_time:
-                dice, preds = validate()
-                seconds = time.perf_counter() - start
-                curve.append({"step": step, "seconds": round(seconds, 1), "train_loss": round(float(np.mean(losses)), 5),
-                              "val_dice": round(dice, 4)})
-                losses = []
-                print(f"MONAI step {step}: {seconds:.0f} s, train loss {curve[-1]['train_loss']}, val Dice {dice:.4f}",
-                      flush=True)
-                if target is not None and dice >= target:
-                    reached = seconds
-                done = out_of_time or reached is not None
-                if done:
-                    break
+    step, losses, reached, preds = 0, [], None, {}
+    for step, loss, out_of_time in monai_training_steps(loader, model, loss_fn, optimizer, deadline):
+        losses.append(loss)
+        if step % val_every == 0 or out_of_time:
+            dice, preds = validate()
+            seconds = time.perf_counter() - start
+            curve.append({"step": step, "seconds": round(seconds, 1), "train_loss": round(float(np.mean(losses)), 5),
+                          "val_dice": round(dice, 4)})
+            losses = []
+            print(f"MONAI step {step}: {seconds:.0f} s, train loss {curve[-1]['train_loss']}, val Dice {dice:.4f}",
+                  flush=True)
+            if target is not None and dice >= target:
+                reached = seconds
+                break
     return {"wall_seconds": round(time.perf_counter() - start, 1), "steps": step, "patches_per_step": 16,
             "time_to_target_s": None if reached is None else round(reached, 1), "reached_target": reached is not None,
             "final_val_dice": curve[-1]["val_dice"], "learning_curve": curve, "recipe": MONAI_UNET,

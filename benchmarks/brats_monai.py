@@ -39,6 +39,7 @@ import numpy as np
 
 from _common import (RESULTS_DIR, SHARED_DATA, THREAD_VARIABLES, format_table, library_versions, load_average,
                      uptime, write_results)
+from _segmentation import monai_training_steps
 
 DATA = SHARED_DATA / "brats_examples"
 CASES = sorted(p.name for p in DATA.iterdir() if p.is_dir()) if DATA.is_dir() else []
@@ -99,25 +100,15 @@ def run_fold(held_out: str, budget_minutes: float, seed: int = 0) -> dict:
                  num_res_units=2)
     loss_fn = DiceCELoss(sigmoid=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    curve, losses, step, done = [], [], 0, False
-    model.train()
-    while not done:
-        for batch in loader:
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(batch["image"]), batch["label"])
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            step += 1
-            done = time.perf_counter() >= deadline
-            if step % 50 == 0 or done:
-                curve.append({"step": step, "seconds": round(time.perf_counter() - start, 1),
-                              "train_loss": round(float(np.mean(losses)), 5)})
-                print(f"MONAI {held_out} step {step}: {curve[-1]['seconds']:.0f} s, loss {curve[-1]['train_loss']}",
-                      flush=True)
-                losses = []
-            if done:
-                break
+    curve, losses, step = [], [], 0
+    for step, loss, done in monai_training_steps(loader, model, loss_fn, optimizer, deadline):
+        losses.append(loss)
+        if step % 50 == 0 or done:
+            curve.append({"step": step, "seconds": round(time.perf_counter() - start, 1),
+                          "train_loss": round(float(np.mean(losses)), 5)})
+            print(f"MONAI {held_out} step {step}: {curve[-1]['seconds']:.0f} s, loss {curve[-1]['train_loss']}",
+                  flush=True)
+            losses = []
     train_seconds = time.perf_counter() - start
     val_tf = Compose(loading)
     item = val_tf(_item(held_out))
