@@ -213,7 +213,8 @@ def summary_table(plan: dict) -> str:
     if plan.get("mixed_precision") == "bf16":
         timed = plan.get("precision_step_seconds") or {}
         rows.append(("precision", "bfloat16 autocast" + (f" (step {timed['bfloat16']} s against {timed['float32']} s"
-                                                          " in float32)" if timed else "")))
+                                                          " in float32)" if timed else "")
+                     + ("; predicts in float32" if plan.get("inference", {}).get("mixed_precision") is False else "")))
     if plan.get("regions"):
         rows.insert(3, ("regions", regions_summary(plan)))
     if plan.get("covariates"):

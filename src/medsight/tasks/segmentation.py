@@ -352,14 +352,16 @@ class SegmentationTask(Task):
     def _sliding(self, models: list[nn.Module], array: np.ndarray, plan: dict, device: torch.device,
                  output: str, mirror: bool) -> np.ndarray:
         from medsight.inference.sliding_window import sliding_window_inference
+        from medsight.training.precision import as_float, inference_autocast
 
         inf = plan.get("inference", {})
         for m in models:
             m.eval()
 
         def predictor(x: torch.Tensor) -> torch.Tensor:
-            outs = [m(x) for m in models]
-            outs = [o[0] if isinstance(o, (list, tuple)) else o for o in outs]
+            with inference_autocast(device, plan):
+                outs = [m(x) for m in models]
+            outs = [as_float(o[0] if isinstance(o, (list, tuple)) else o) for o in outs]
             return torch.stack(outs).mean(0)
 
         with torch.inference_mode():

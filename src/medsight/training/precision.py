@@ -27,6 +27,14 @@ def autocast(device: torch.device, plan: dict) -> contextlib.AbstractContextMana
     return contextlib.nullcontext()
 
 
+def inference_autocast(device: torch.device, plan: dict) -> contextlib.AbstractContextManager:
+    """The autocast context for prediction and validation: the plan's ``inference.mixed_precision`` if set,
+    else the training precision (``mixed_precision``). A network trained in bfloat16 predicts in it, as
+    nnU-Net predicts in float16 on a GPU; ``"inference": {"mixed_precision": false}`` predicts in float32."""
+    mode = plan.get("inference", {}).get("mixed_precision", plan.get("mixed_precision", "auto"))
+    return autocast(device, {"mixed_precision": mode})
+
+
 def uses_grad_scaler(device: torch.device, plan: dict) -> bool:
     """float16 on CUDA needs loss scaling; bfloat16 (its float32 exponent range) and float32 do not."""
     return device.type == "cuda" and plan.get("mixed_precision", "auto") in ("auto", True, "fp16")
