@@ -28,6 +28,7 @@ from torch import nn
 from medsight.errors import InputError, positive
 from medsight.locks import one_writer
 from medsight.tempfiles import replaced_on_success
+from medsight.training.optim import adamw
 
 ENCODER_FORMAT = "medsight-encoder-v1"
 ARCHITECTURE = "efficientnet_lite0"
@@ -105,7 +106,7 @@ def simclr_pretrain(images: np.ndarray, epochs: int | None = None, budget_minute
     net = efficientnet_lite0(num_classes=2, pretrained=init == "imagenet").to(memory_format=torch.channels_last)
     head = ProjectionHead(net.feature_dim)
     lr = lr if lr is not None else (1e-4 if init == "imagenet" else 1e-3)
-    optimizer = torch.optim.AdamW([*net.backbone_parameters(), *head.parameters()], lr=lr, weight_decay=1e-4)
+    optimizer = adamw([*net.backbone_parameters(), *head.parameters()], lr=lr, weight_decay=1e-4)
     batch_size = min(batch_size, len(images))
     steps_per_epoch = max(1, len(images) // batch_size)
     rng = np.random.default_rng(seed)

@@ -18,6 +18,7 @@ from torch import nn
 
 from medsight.nets.efficientnet import EfficientNetLite0, efficientnet_lite0, imagenet_normalize
 from medsight.tasks.batch_augment import random_affine_batch
+from medsight.training.optim import adamw
 
 #: dihedral augmentation for images without a canonical orientation (dermoscopy, microscopy, fundus)
 ORIENTATION_FREE = {"rotation": [-math.pi, math.pi], "scale": [0.85, 1.2], "translate": 0.05,
@@ -81,7 +82,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, c
     units = model.backbone_units()
     head_params = model.head_parameters()
     backbone_params = model.backbone_parameters()
-    optimizer = torch.optim.AdamW([
+    optimizer = adamw([
         {"params": backbone_params, "lr": config.lr * config.backbone_lr_factor},
         {"params": head_params, "lr": config.lr}], weight_decay=config.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medsight.training.optim import cosine_step
+from medsight.training.optim import adamw, cosine_step
 from medsight.errors import InputError, as_list, output_folder, positive
 from medsight.locks import one_writer
 from medsight.kept_work import settings_key
@@ -206,7 +206,7 @@ def train_streams(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int, fea
     counts = np.bincount(y, minlength=n_classes).astype(float)
     weights = 1.0 / np.sqrt(np.maximum(counts, 1))[y]  # between plain and fully balanced sampling
     weights /= weights.sum()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-2)
+    optimizer = adamw(net.parameters(), lr=lr, weight_decay=1e-2)
     steps = max(1, len(x) // batch_size)
     total = steps * epochs
     rng = np.random.default_rng(seed)

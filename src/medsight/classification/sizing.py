@@ -14,6 +14,7 @@ from functools import lru_cache
 import torch
 
 from medsight.planning.budget import widest_that_fits  # noqa: F401  (the rule, shared with segmentation)
+from medsight.training.optim import adamw
 
 #: ResNet widths per stage, narrowest first; the last is the standard ResNet-18 width
 WIDTH_LADDER: tuple[tuple[int, ...], ...] = ((8, 16, 32, 64), (16, 32, 64, 128), (32, 64, 128, 256),
@@ -34,7 +35,7 @@ def time_training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = adamw(model.parameters(), lr=1e-4)
     times = []
     for i in range(repeats + warmup):
         start = time.perf_counter()

