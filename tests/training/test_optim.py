@@ -50,3 +50,15 @@ def test_a_plan_optimiser_is_fused_and_an_integer_parameter_is_not_fusable():
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]
     counter = torch.nn.Parameter(torch.zeros(2, dtype=torch.long), requires_grad=False)
     assert not adamw([counter, *_net().parameters()], lr=1e-3).defaults.get("fused")
+
+
+def test_a_device_without_the_fused_kernel_gets_the_loop(monkeypatch):
+    """torch before 2.4 has no CPU kernel: its CPU parameters must not ask for one (the step would raise)."""
+    from medsight.training import optim
+
+    monkeypatch.setattr(optim, "FUSED_DEVICES", ("cuda",))
+    net = _net()
+    opt = adamw(net.parameters(), lr=1e-3)
+    assert not opt.defaults.get("fused")
+    (net(torch.randn(1, 2, 5, 5)) ** 2).mean().backward()
+    opt.step()

@@ -10,8 +10,8 @@ from torch import nn
 from medsight.errors import PlanError
 
 
-#: devices whose torch has fused Adam/AdamW kernels (CPU kernels since torch 2.4)
-FUSED_DEVICES = ("cpu", "cuda")
+#: devices whose torch has fused Adam/AdamW kernels (CUDA since torch 2.0, CPU since torch 2.4)
+FUSED_DEVICES = ("cpu", "cuda") if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4) else ("cuda",)
 
 
 def _materialised(params: Iterable) -> list:
