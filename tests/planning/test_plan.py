@@ -70,7 +70,7 @@ def test_a_fingerprint_of_an_older_medsight_is_computed_again(tmp_path, shared_d
     assert json.loads((ds / "fingerprint.json").read_text())["version"] == again["version"]
 
 
-def test_summary_names_the_stem_of_an_edited_plan():
+def test_summary_names_the_stem_and_the_prediction_precision_of_an_edited_plan():
     from medsight.planning.plan import summary_table
 
     plan = {"task": "segmentation", "dims": 2, "patch_size": [256, 256], "normalization": [{"scheme": "zscore"}],
@@ -79,3 +79,7 @@ def test_summary_names_the_stem_of_an_edited_plan():
     assert "stem" not in summary_table(plan)
     plan["network"]["stem"] = [2, 2]
     assert "features=[32, 64], stem=[2, 2]" in summary_table(plan)
+    plan["mixed_precision"] = "bf16"
+    assert "bfloat16 autocast" in summary_table(plan) and "predicts in float32" not in summary_table(plan)
+    plan["inference"] = {"mixed_precision": False}
+    assert "bfloat16 autocast; predicts in float32" in summary_table(plan)
