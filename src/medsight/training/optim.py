@@ -25,18 +25,23 @@ def _fusable(params: list) -> bool:
     return bool(tensors) and all(t.device.type in FUSED_DEVICES and t.is_floating_point() for t in tensors)
 
 
+def _fused_where_possible(optimizer_class: type, params: Iterable, **kwargs) -> torch.optim.Optimizer:
+    """``optimizer_class`` over ``params`` with torch's fused kernel where every parameter's device has one
+    (``fused=None``, torch's default loop, elsewhere)."""
+    params = _materialised(params)
+    return optimizer_class(params, fused=_fusable(params) or None, **kwargs)
+
+
 def adamw(params: Iterable, **kwargs) -> torch.optim.AdamW:
     """AdamW (``kwargs`` as torch's) in torch's fused kernel where every parameter's device has one: one pass
     over all tensors instead of a loop over them (a DRIVE U-Net step 5-9 % faster on a CPU; the same
     algorithm, rounded differently). Every AdamW medsight trains or times with is made here."""
-    params = _materialised(params)
-    return torch.optim.AdamW(params, fused=True, **kwargs) if _fusable(params) else torch.optim.AdamW(params, **kwargs)
+    return _fused_where_possible(torch.optim.AdamW, params, **kwargs)
 
 
 def adam(params: Iterable, **kwargs) -> torch.optim.Adam:
     """Adam, fused as :func:`adamw` is."""
-    params = _materialised(params)
-    return torch.optim.Adam(params, fused=True, **kwargs) if _fusable(params) else torch.optim.Adam(params, **kwargs)
+    return _fused_where_possible(torch.optim.Adam, params, **kwargs)
 
 
 def _param_groups(model: nn.Module, opt: dict) -> list[dict]:
