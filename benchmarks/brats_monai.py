@@ -163,9 +163,7 @@ def _refresh_medsight() -> None:
     payload["medsight"] = ours = _medsight_figures()
     payload["whole_tumour_difference_medsight_minus_monai"] = round(
         ours["mean_dice"]["whole_tumour"] - payload["monai"]["mean_dice"]["whole_tumour"], 4)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    write_results("brats_monai", payload)  # the payload's own date, commit and machine are kept
     print(format_table(["region", "MONAI recipe", "medsight (brats.json)"],
                        [[name, payload["monai"]["mean_dice"][name], ours["mean_dice"][name]] for name in REGIONS]))
 
