@@ -421,21 +421,26 @@ def _merge_decisions(decisions: list[dict]) -> dict:
 def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, continue_: bool = False,
             save_probabilities: bool = False, device: str | None = None, threads: int | None = None,
             folds: Sequence[int | str] | None = None, covariates: str | Path | None = None,
-            quiet: bool = False) -> Path:
+            quiet: bool = False, test_time_augmentation: bool = True, overlap: float | None = None) -> Path:
     """Predict every input case with the run's folds (ensembled) into OUT_DIR, as DESIGN.md's contract says.
 
     A classifier trained with clinical covariates fuses them into each case's probabilities: a dataset
     folder's cases bring their own, ``covariates`` (a CSV with a ``case`` column and one column per
     covariate) gives them for any case it names, ahead of a dataset's; a value not given counts as missing.
+    ``test_time_augmentation=False`` predicts without the plan's test-time mirroring (one pass instead of
+    up to 8: that much faster, usually a little less accurate); ``overlap`` replaces the plan's overlap of
+    sliding windows (0 <= overlap < 1; less overlap, fewer windows).
     """
     inputs, folds = as_list(inputs, "inputs"), as_list(folds, "folds")
     if not inputs:
         raise InputError("nothing to predict: no inputs given", fix="give image files, folders or a dataset")
     positive(threads, "threads", integer=True, minimum=1)
+    window_overlap(overlap)
     out_dir = output_folder(out_dir, not_holding=NOT_PREDICTIONS)
     dev = resolve_device(device)
     set_threads(threads)
     info, p, task, models, decisions = load_run(run_dir, dev, folds)
+    p = task.with_inference_options(p, bool(test_time_augmentation), overlap)
     strip = bool(info["manifest"].get("strip_channel_suffix"))
     cases = _resolve_inputs(inputs, strip, p["dims"])
     _attach_covariates(cases, p, covariates)
@@ -445,13 +450,23 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     try:
         with one_writer(out_dir, "this predictions folder", fix="wait for it to finish, or predict into another folder"):
             _predict_into(out_dir, cases, continue_, done, p, task, models, decisions, dev, save_probabilities,
-                          quiet)
+                          quiet, bool(test_time_augmentation))
     except BaseException:
         if created and not done:  # refused before any case was written: leave no empty folder behind
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
     _log(f"predictions of {len(cases)} case(s) written to {out_dir}", quiet)
     return out_dir
+
+
+def window_overlap(overlap) -> float | None:
+    """``overlap`` unless it is not a fraction of the window in [0, 1); None passes (the plan's applies)."""
+    if overlap is None:
+        return None
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
+        raise InputError(f"overlap must be a fraction of the window, at least 0 and under 1, got {overlap!r}",
+                         fix="nnU-Net and medsight plans use 0.5; 0.25 predicts faster")
+    return float(overlap)
 
 
 def _attach_covariates(cases: list[dict], p: dict, csv_path: str | Path | None) -> None:
@@ -482,15 +497,17 @@ def _attach_covariates(cases: list[dict], p: dict, csv_path: str | Path | None) 
 
 
 def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict, p: dict, task, models, decisions,
-                  dev, save_probabilities: bool, quiet: bool) -> None:
+                  dev, save_probabilities: bool, quiet: bool, test_time_augmentation: bool = True) -> None:
     """Predict the cases not yet in ``done`` (filled as they finish) and write the summary."""
     from medsight.progress import progress as progress_bar
 
     state_path = out_dir / PREDICT_STATE
     for folder in (out_dir, *(d for d in out_dir.iterdir() if d.is_dir())):
         remove_stale_temporaries(folder)  # of a predict killed while writing a case
+    settings = {"test_time_augmentation": test_time_augmentation, "overlap": p.get("inference", {}).get("overlap")}
     if continue_:
         records = _predicted_records(out_dir)
+        _check_same_settings(records, settings, out_dir)
         _check_same_covariates(records, [e for e in cases if e["case"] in records], out_dir)
         done.update({case: rec["rows"] for case, rec in records.items()})
     else:
@@ -509,7 +526,7 @@ def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict,
                                     "covariates": entry.get("covariates"),
                                     "save_probabilities": save_probabilities}, out_dir, p, decisions)
             done[entry["case"]] = rows
-            record = {"case": entry["case"], "rows": rows}
+            record = {"case": entry["case"], "rows": rows, "inference": settings}
             if entry.get("covariates") is not None:  # what the case was fused with, checked by --continue
                 record["covariates"] = entry["covariates"]
             append_line(state_path, json.dumps(record))
@@ -517,6 +534,20 @@ def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict,
     bar.close()
     all_rows = [r for c in cases for r in done.get(c["case"], [])]
     task.write_summary(all_rows, out_dir, p, decisions)
+
+
+def _check_same_settings(records: dict[str, dict], settings: dict, out_dir: Path) -> None:
+    """``--continue`` refuses to finish a folder whose cases were predicted with other inference settings
+    (test-time augmentation, window overlap) than the ones given now: its cases would not be comparable.
+    A record without settings predates them and was predicted with the plan's."""
+    for case, record in records.items():
+        before = record.get("inference", {"test_time_augmentation": True, "overlap": settings["overlap"]})
+        if before != settings:
+            changed = ", ".join(f"{k} {before.get(k)!r} -> {settings[k]!r}" for k in settings
+                                if before.get(k) != settings[k])
+            raise InputError(f"case {case!r} was predicted here with other inference settings ({changed})",
+                             path=out_dir, fix="continue with the settings it was started with, or predict into "
+                             "a new folder")
 
 
 def _check_same_covariates(records: dict[str, dict], written: list[dict], out_dir: Path) -> None:

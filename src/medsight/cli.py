@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True)
     p.add_argument("--continue", dest="continue_", action="store_true", help="skip cases already written")
     p.add_argument("--save-probabilities", action="store_true")
+    p.add_argument("--disable-tta", action="store_true",
+                   help="no test-time mirroring: one pass per window instead of up to 8 (nnU-Net's --disable_tta)")
+    p.add_argument("--overlap", type=float, metavar="F",
+                   help="overlap of the sliding windows, a fraction of the window in [0, 1) (the plan's: 0.5)")
     p.add_argument("--covariates", metavar="FILE.csv",
                    help="clinical covariates of the inputs, for a classifier trained with them: a CSV with a case "
                         "column and one column per covariate (a dataset folder's cases bring their own)")
@@ -309,7 +313,8 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "predict":
         api.predict(args.run_dir, args.inputs, args.out, continue_=args.continue_,
                     save_probabilities=args.save_probabilities, device=args.device, threads=args.threads,
-                    covariates=args.covariates)
+                    covariates=args.covariates, test_time_augmentation=not args.disable_tta,
+                    overlap=args.overlap)
     elif args.command == "evaluate":
         api.evaluate(args.out_dir, args.reference, args.output)
     elif args.command == "report":

@@ -81,6 +81,18 @@ class Task(ABC):
     #: cases predicted together (small images gain from batching; volumes go one at a time)
     predict_chunk: int = 1
 
+    def with_inference_options(self, plan: dict, test_time_augmentation: bool = True,
+                               overlap: float | None = None) -> dict:
+        """The plan as ``predict`` should use it: test-time mirroring off when asked (nnU-Net's
+        ``--disable_tta``), the sliding windows' ``overlap`` (a fraction of the window, 0 <= f < 1) when
+        given. ``inference`` lies outside the plan's hash, so the checkpoints still load."""
+        inference = dict(plan.get("inference") or {})
+        if not test_time_augmentation:
+            inference["mirror_axes"] = []
+        if overlap is not None:
+            inference["overlap"] = float(overlap)
+        return {**plan, "inference": inference}
+
     def predict_cases(self, models: list[nn.Module], arrays: list[np.ndarray], plan: dict, device: torch.device) -> list:
         """Network-space predictions of several preprocessed cases (by default one after the other)."""
         return [self.predict_case(models, a, plan, device) for a in arrays]

@@ -280,6 +280,17 @@ class ClassificationTask(Task):
     # -- inference --------------------------------------------------------------------------------
     predict_chunk = 256
 
+    def with_inference_options(self, plan: dict, test_time_augmentation: bool = True,
+                               overlap: float | None = None) -> dict:
+        """The plan with its test-time flips off when asked; a classifier sees whole images, so an
+        ``overlap`` of sliding windows is refused."""
+        if overlap is not None:
+            raise InputError("a classification run predicts whole images: it has no sliding windows to overlap",
+                             fix="leave --overlap out")
+        if test_time_augmentation:
+            return plan
+        return {**plan, "test_time_augmentation": {**(plan.get("test_time_augmentation") or {}), "mirror_axes": []}}
+
     def predict_cases(self, models: list[nn.Module], arrays: list[np.ndarray], plan: dict, device: torch.device) -> list:
         """Class probabilities of several images of one size, in batches."""
         return list(self._probabilities(models, np.stack(arrays), plan, device))
