@@ -1,5 +1,5 @@
-"""``predict --disable-tta`` and ``--overlap``: fewer network passes, the same masks' format, and a
-``--continue`` that refuses to mix settings in one folder."""
+"""``predict --disable-tta``, ``--overlap`` and ``--folds``: fewer network passes, the same masks' format,
+the folds asked for, and a ``--continue`` that refuses to mix settings in one folder."""
 from __future__ import annotations
 
 import json
@@ -75,7 +75,19 @@ def test_continue_refuses_to_mix_inference_settings(isbi_run, tmp_path):
     api.predict(run, [src / "images"], out, continue_=True, quiet=True, test_time_augmentation=False)
     records = [json.loads(x) for x in (out / ".medsight_predict.jsonl").read_text().splitlines()]
     assert len(records) == 4
-    assert all(r["inference"] == {"test_time_augmentation": False, "overlap": 0.5} for r in records)
+    assert all(r["inference"] == {"test_time_augmentation": False, "overlap": 0.5, "folds": ["0"]} for r in records)
+
+
+def test_folds_choose_the_ensemble_and_an_untrained_one_is_refused(isbi_run, tmp_path, capsys):
+    run, src = isbi_run
+    image = str(src / "images" / "em_01.png")
+    assert main(["predict", str(run), image, "-o", str(tmp_path / "none"), "--folds", "0", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no trained fold 1 here (trained: 0)" in err[0]
+    assert not (tmp_path / "none").exists()
+    assert main(["predict", str(run), image, "-o", str(tmp_path / "f0"), "--folds", "0"]) == 0
+    record = json.loads((tmp_path / "f0" / ".medsight_predict.jsonl").read_text())
+    assert record["case"] == "em_01" and record["inference"]["folds"] == ["0"]
 
 
 def test_a_record_from_before_the_settings_counts_as_the_plans_own(isbi_run, tmp_path):

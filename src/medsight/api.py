@@ -389,6 +389,7 @@ def load_run(run_dir: str | Path, device: torch.device, folds: Sequence[int | st
     if not fold_dirs:
         raise CheckpointError("no trained fold here (no fold_*/checkpoint_final.pt)", path=run_dir,
                               fix="finish `medsight train` first, or --resume it")
+    info = {**info, "predicting_folds": [d.name[5:] for d in fold_dirs]}  # the ensemble ``predict`` records
     models, decisions = [], []
     for d in fold_dirs:
         model = task.build_network(p)
@@ -440,7 +441,11 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     dev = resolve_device(device)
     set_threads(threads)
     info, p, task, models, decisions = load_run(run_dir, dev, folds)
+    plans_own = {"test_time_augmentation": True, "overlap": p.get("inference", {}).get("overlap"),
+                 "folds": info["predicting_folds"]}
     p = task.with_inference_options(p, bool(test_time_augmentation), overlap)
+    settings = {**plans_own, "test_time_augmentation": bool(test_time_augmentation),
+                "overlap": p.get("inference", {}).get("overlap")}
     strip = bool(info["manifest"].get("strip_channel_suffix"))
     cases = _resolve_inputs(inputs, strip, p["dims"])
     _attach_covariates(cases, p, covariates)
@@ -450,7 +455,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     try:
         with one_writer(out_dir, "this predictions folder", fix="wait for it to finish, or predict into another folder"):
             _predict_into(out_dir, cases, continue_, done, p, task, models, decisions, dev, save_probabilities,
-                          quiet, bool(test_time_augmentation))
+                          quiet, settings, plans_own)
     except BaseException:
         if created and not done:  # refused before any case was written: leave no empty folder behind
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -497,17 +502,18 @@ def _attach_covariates(cases: list[dict], p: dict, csv_path: str | Path | None) 
 
 
 def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict, p: dict, task, models, decisions,
-                  dev, save_probabilities: bool, quiet: bool, test_time_augmentation: bool = True) -> None:
-    """Predict the cases not yet in ``done`` (filled as they finish) and write the summary."""
+                  dev, save_probabilities: bool, quiet: bool, settings: dict, plans_own: dict) -> None:
+    """Predict the cases not yet in ``done`` (filled as they finish) and write the summary; ``settings``
+    (test-time augmentation, overlap, folds) go into each case's state line for ``--continue`` to check
+    (``plans_own``: the settings of a line written before lines held them)."""
     from medsight.progress import progress as progress_bar
 
     state_path = out_dir / PREDICT_STATE
     for folder in (out_dir, *(d for d in out_dir.iterdir() if d.is_dir())):
         remove_stale_temporaries(folder)  # of a predict killed while writing a case
-    settings = {"test_time_augmentation": test_time_augmentation, "overlap": p.get("inference", {}).get("overlap")}
     if continue_:
         records = _predicted_records(out_dir)
-        _check_same_settings(records, settings, out_dir)
+        _check_same_settings(records, settings, plans_own, out_dir)
         _check_same_covariates(records, [e for e in cases if e["case"] in records], out_dir)
         done.update({case: rec["rows"] for case, rec in records.items()})
     else:
@@ -536,15 +542,16 @@ def _predict_into(out_dir: Path, cases: list[dict], continue_: bool, done: dict,
     task.write_summary(all_rows, out_dir, p, decisions)
 
 
-def _check_same_settings(records: dict[str, dict], settings: dict, out_dir: Path) -> None:
+def _check_same_settings(records: dict[str, dict], settings: dict, plans_own: dict, out_dir: Path) -> None:
     """``--continue`` refuses to finish a folder whose cases were predicted with other inference settings
     (test-time augmentation, window overlap) than the ones given now: its cases would not be comparable.
-    A record without settings predates them and was predicted with the plan's."""
+    A record without settings predates them: it counts as the plan's. The folds are recorded, not checked:
+    ``run --fold every`` fills one folder with each fold's own held-out cases."""
     for case, record in records.items():
-        before = record.get("inference", {"test_time_augmentation": True, "overlap": settings["overlap"]})
-        if before != settings:
-            changed = ", ".join(f"{k} {before.get(k)!r} -> {settings[k]!r}" for k in settings
-                                if before.get(k) != settings[k])
+        before = record.get("inference", plans_own)
+        changed = ", ".join(f"{k} {before.get(k)!r} -> {settings[k]!r}" for k in ("test_time_augmentation", "overlap")
+                            if before.get(k) != settings[k])
+        if changed:
             raise InputError(f"case {case!r} was predicted here with other inference settings ({changed})",
                              path=out_dir, fix="continue with the settings it was started with, or predict into "
                              "a new folder")

@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True)
     p.add_argument("--continue", dest="continue_", action="store_true", help="skip cases already written")
     p.add_argument("--save-probabilities", action="store_true")
+    p.add_argument("--folds", nargs="+", metavar="K",
+                   help="predict with these trained folds only (a number, or 'all'; default: every trained fold, "
+                        "ensembled)")
     p.add_argument("--disable-tta", action="store_true",
                    help="no test-time mirroring: one pass per window instead of up to 8 (nnU-Net's --disable_tta)")
     p.add_argument("--overlap", type=float, metavar="F",
@@ -313,7 +316,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "predict":
         api.predict(args.run_dir, args.inputs, args.out, continue_=args.continue_,
                     save_probabilities=args.save_probabilities, device=args.device, threads=args.threads,
-                    covariates=args.covariates, test_time_augmentation=not args.disable_tta,
+                    folds=args.folds, covariates=args.covariates, test_time_augmentation=not args.disable_tta,
                     overlap=args.overlap)
     elif args.command == "evaluate":
         api.evaluate(args.out_dir, args.reference, args.output)

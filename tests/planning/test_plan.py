@@ -83,3 +83,16 @@ def test_summary_names_the_stem_and_the_prediction_precision_of_an_edited_plan()
     assert "bfloat16 autocast" in summary_table(plan) and "predicts in float32" not in summary_table(plan)
     plan["inference"] = {"mixed_precision": False}
     assert "bfloat16 autocast; predicts in float32" in summary_table(plan)
+
+
+def test_summary_says_how_predict_slides_and_mirrors():
+    from medsight.planning.plan import inference_summary
+
+    assert inference_summary({}) == ""
+    seg = {"inference": {"overlap": 0.5, "mirror_axes": [0, 1, 2]}}
+    assert inference_summary(seg) == ("sliding windows, overlap 0.5; mirrored on axes [0, 1, 2]: 8 passes "
+                                      "(predict --disable-tta: 1)")
+    assert inference_summary({"inference": {"overlap": 0.25, "mirror_axes": []}}) == \
+        "sliding windows, overlap 0.25; no test-time mirroring"
+    classifier = {"test_time_augmentation": {"mirror_axes": [1]}}
+    assert inference_summary(classifier) == "mirrored on axes [1]: 2 passes (predict --disable-tta: 1)"

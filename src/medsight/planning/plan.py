@@ -181,6 +181,21 @@ def regions_summary(plan: dict) -> str:
     return f"{names}: one sigmoid output each; painted {painted}"
 
 
+def inference_summary(plan: dict) -> str:
+    """How ``predict`` runs the plan: sliding windows' overlap and the test-time mirrorings (each one a full
+    pass: ``predict --disable-tta`` makes it one); empty for a plan that says nothing of either."""
+    inference = plan.get("inference") or {}
+    axes = inference.get("mirror_axes", (plan.get("test_time_augmentation") or {}).get("mirror_axes"))
+    parts = []
+    if inference.get("overlap") is not None:
+        parts.append(f"sliding windows, overlap {inference['overlap']}")
+    if axes:
+        parts.append(f"mirrored on axes {list(axes)}: {2 ** len(axes)} passes (predict --disable-tta: 1)")
+    elif axes is not None:
+        parts.append("no test-time mirroring")
+    return "; ".join(parts)
+
+
 def summary_table(plan: dict) -> str:
     """A short human-readable table of the plan."""
     net = plan["network"]
@@ -215,6 +230,9 @@ def summary_table(plan: dict) -> str:
         rows.append(("precision", "bfloat16 autocast" + (f" (step {timed['bfloat16']} s against {timed['float32']} s"
                                                           " in float32)" if timed else "")
                      + ("; predicts in float32" if plan.get("inference", {}).get("mixed_precision") is False else "")))
+    inference = inference_summary(plan)
+    if inference:
+        rows.append(("inference", inference))
     if plan.get("regions"):
         rows.insert(3, ("regions", regions_summary(plan)))
     if plan.get("covariates"):
