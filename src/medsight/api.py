@@ -428,6 +428,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     A classifier trained with clinical covariates fuses them into each case's probabilities: a dataset
     folder's cases bring their own, ``covariates`` (a CSV with a ``case`` column and one column per
     covariate) gives them for any case it names, ahead of a dataset's; a value not given counts as missing.
+    ``folds`` (numbers or "all") predicts with those trained folds only, ensembled; default every one.
     ``test_time_augmentation=False`` predicts without the plan's test-time mirroring (one pass instead of
     up to 8: that much faster, usually a little less accurate); ``overlap`` replaces the plan's overlap of
     sliding windows (0 <= overlap < 1; less overlap, fewer windows).
