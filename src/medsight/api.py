@@ -437,7 +437,7 @@ def predict(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Pa
     if not inputs:
         raise InputError("nothing to predict: no inputs given", fix="give image files, folders or a dataset")
     positive(threads, "threads", integer=True, minimum=1)
-    window_overlap(overlap)
+    overlap = window_overlap(overlap)
     out_dir = output_folder(out_dir, not_holding=NOT_PREDICTIONS)
     dev = resolve_device(device)
     set_threads(threads)
